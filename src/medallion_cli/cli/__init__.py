@@ -1,0 +1,1 @@
+"""The ``medallion`` command line: Typer apps that parse arguments and render results."""

@@ -1,0 +1,87 @@
+"""The root ``medallion`` app and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from medallion_cli import __version__
+from medallion_cli.cli import init as init_cmd
+from medallion_cli.cli import run as run_cmd
+from medallion_cli.cli.options import State
+from medallion_cli.errors import ExitCode, MedallionError
+
+EPILOG = (
+    "Exit codes: 0 ok · 1 run failed · 2 usage or configuration error · "
+    "3 data-quality gate · 4 lock or concurrency conflict · 130 interrupted."
+)
+
+app = typer.Typer(
+    name="medallion",
+    help="Build and operate bronze → silver → gold lakehouse pipelines on Delta Lake.\n\n"
+    "Start with `medallion init shop`, then `cd shop && medallion run all`.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("init", epilog=EPILOG)(init_cmd.init)
+app.command("run", epilog=EPILOG)(run_cmd.run)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"medallion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Build and operate bronze → silver → gold lakehouse pipelines on Delta Lake."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and convert errors to messages and exit codes."""
+    from typer.exceptions import Abort, Exit, TyperException
+
+    try:
+        app(args=argv, prog_name="medallion", standalone_mode=False)
+    except MedallionError as err:
+        if State.debug:
+            import traceback
+
+            traceback.print_exception(err, file=sys.stderr)
+        State.output.error(err)
+        result = getattr(err, "result", None)
+        if result is not None and State.output.json_mode:
+            State.output.json({**result.to_dict(), "error": err.to_dict()})
+        sys.exit(int(err.exit_code))
+    except Exit as exc:
+        sys.exit(exc.exit_code)
+    except Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except TyperException as exc:  # Typer's (vendored click's) usage errors
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(int(ExitCode.USAGE))
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # a bug: say so plainly, traceback only with --debug
+        if State.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("  hint: this is a bug in medallion; rerun with --debug and report the traceback", file=sys.stderr)
+        sys.exit(int(ExitCode.RUN_FAILED))

@@ -1,0 +1,39 @@
+"""``medallion init``: scaffold a project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medallion_cli.cli.options import DebugOpt, JsonOpt, QuietOpt, setup
+
+
+def init(
+    name: Annotated[str, typer.Argument(help="Project name; also the folder created (a valid identifier).")],
+    template: Annotated[str, typer.Option("--template", "-t", help="Project kind to scaffold.")] = "events",
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder, overwriting template files.")] = False,
+    sample_data: Annotated[bool, typer.Option("--sample-data/--no-sample-data", help="Include the sample landing files.")] = True,
+    directory: Annotated[Path, typer.Option("--directory", "-d", help="Parent folder of the new project.")] = Path("."),
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Create a runnable lakehouse project from a template.
+
+    Example: medallion init shop && cd shop && medallion run all
+    """
+    from medallion_cli.scaffold import init_project
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    result = init_project(name, parent=directory, template=template, force=force, sample_data=sample_data)
+    for f in result.files:
+        out.status(f.action, f.path)
+    if json_mode:
+        out.json(result.to_dict())
+    try:
+        where = result.root.relative_to(Path.cwd().resolve())
+    except ValueError:
+        where = result.root
+    out.info(f"\nCreated project {result.name!r} in {where}. Next:\n\n  cd {where}\n  medallion run all\n")

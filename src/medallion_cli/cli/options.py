@@ -1,0 +1,31 @@
+"""Options shared by every command, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medallion_cli.output import Output
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No narration on stderr (errors still print).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.", envvar="MEDALLION_DEBUG")]
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project", "-C", help="Project directory (default: found by walking up from the working directory).", show_default=False),
+]
+
+
+class State:
+    """Per-invocation settings the error boundary in ``app.main`` needs."""
+
+    debug: bool = False
+    output: Output = Output()
+
+
+def setup(*, json_mode: bool = False, quiet: bool = False, debug: bool = False) -> Output:
+    State.debug = State.debug or debug
+    State.output = Output(quiet=quiet, json_mode=json_mode)
+    return State.output

@@ -1,0 +1,149 @@
+"""Write a layer's output frame to its Delta table: append, merge (upsert) or overwrite.
+
+Every commit carries medallion's run metadata (``custom_metadata``), so ``history`` can
+tell which run wrote which version. Checks that would otherwise lose data silently in
+delta-rs (lossy casts, duplicate merge keys, naive timestamps) are refused up front.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from medallion_cli.errors import MaterializeError
+from medallion_cli.project import TargetConfig
+
+if TYPE_CHECKING:
+    import polars as pl
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a write did: the operation, the Delta version it created and its metrics."""
+
+    operation: str
+    version: int | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_frame(df: pl.DataFrame, *, table: str) -> pl.DataFrame:
+    """Make a frame safe for delta-rs: categoricals to strings; refuse what would corrupt."""
+    import polars as pl
+
+    casts = []
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, (pl.Categorical, pl.Enum)):
+            casts.append(pl.col(name).cast(pl.String))
+        elif isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+            raise MaterializeError(
+                f"column {name!r} of {table} is a timestamp without a time zone",
+                hint="make it UTC in the pipeline, e.g. pl.col(...).dt.replace_time_zone('UTC')",
+            )
+        elif dtype == pl.Null:
+            raise MaterializeError(
+                f"column {name!r} of {table} is all-null with no type",
+                hint="cast it in the pipeline, e.g. pl.lit(None, dtype=pl.String)",
+            )
+    return df.with_columns(casts) if casts else df
+
+
+def check_compatible(df: pl.DataFrame, uri: str, *, table: str) -> None:
+    """Refuse a frame whose columns or types differ from the existing table's."""
+    import polars as pl
+
+    current = pl.scan_delta(uri).collect_schema()
+    incoming = df.schema
+    missing = [c for c in current if c not in incoming]
+    extra = [c for c in incoming if c not in current]
+    if missing or extra:
+        parts = []
+        if extra:
+            parts.append(f"new columns {', '.join(extra)}")
+        if missing:
+            parts.append(f"missing columns {', '.join(missing)}")
+        raise MaterializeError(
+            f"output does not match table {table}: {'; '.join(parts)}",
+            hint="change the pipeline back, or rebuild the table (schema evolution comes in a later release)",
+        )
+    retyped = [f"{c} ({current[c]} -> {incoming[c]})" for c in current if current[c] != incoming[c]]
+    if retyped:
+        raise MaterializeError(
+            f"output changes column types of table {table}: {', '.join(retyped)}",
+            hint="cast the columns in the pipeline to the table's types; delta-rs would cast silently and may lose data",
+        )
+
+
+def write(
+    df: pl.DataFrame,
+    uri: str,
+    target: TargetConfig,
+    *,
+    metadata: dict[str, str],
+    target_file_size_mb: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> WriteOutcome:
+    """Materialize ``df`` into the Delta table at ``uri`` as ``target`` says.
+
+    An empty frame writes nothing for append and merge (no empty commits); overwrite
+    always writes, so an empty result empties the table.
+    """
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+    df = prepare_frame(df, table=target.table)
+    exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
+    if exists:
+        check_compatible(df, uri, table=target.table)
+    if df.height == 0 and target.mode in ("append", "merge"):
+        return WriteOutcome(operation="none", version=None)
+    commit = CommitProperties(custom_metadata=metadata)
+    size = target_file_size_mb or target.target_file_size_mb
+    common: dict[str, Any] = {
+        "commit_properties": commit,
+        "storage_options": storage_options,
+        "target_file_size": size * MB if size else None,
+    }
+    partition_by = list(target.partition_by) or None
+
+    if target.mode == "merge":
+        _check_unique_keys(df, target)
+        if exists:
+            return _merge(df, DeltaTable(uri, storage_options=storage_options), target, commit)
+        write_deltalake(uri, df, mode="error", partition_by=partition_by, **common)
+        operation = "create"
+    else:
+        mode = target.mode  # append | overwrite
+        write_deltalake(uri, df, mode=mode, partition_by=partition_by, **common)
+        operation = mode if exists else "create"
+    version = DeltaTable(uri, storage_options=storage_options).version()
+    return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height})
+
+
+def _check_unique_keys(df: pl.DataFrame, target: TargetConfig) -> None:
+    import polars as pl
+
+    dupes = df.select(pl.struct(list(target.keys)).is_duplicated().sum()).item()
+    if dupes:
+        raise MaterializeError(
+            f"{dupes} rows of the output share a key ({', '.join(target.keys)}); a MERGE needs unique keys",
+            hint="de-duplicate on the key in the pipeline before the output node",
+        )
+
+
+def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any) -> WriteOutcome:
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in target.keys)
+    merger = table.merge(
+        source=df,
+        predicate=predicate,
+        source_alias="s",
+        target_alias="t",
+        commit_properties=commit,
+    )
+    newer = f"s.{target.order_by} > t.{target.order_by}" if target.order_by else None
+    before = table.version()
+    metrics = merger.when_matched_update_all(predicate=newer).when_not_matched_insert_all().execute()
+    table.update_incremental()
+    after = table.version()
+    # delta-rs commits nothing when no row changes: report that as no new version.
+    return WriteOutcome(operation="merge", version=after if after != before else None, metrics=dict(metrics))

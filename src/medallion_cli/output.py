@@ -1,0 +1,108 @@
+"""The only module that writes to the terminal.
+
+stdout carries data (tables, JSON); stderr carries narration (status verbs, progress,
+warnings, errors). ``--quiet`` silences narration; ``--json`` replaces the human table on
+stdout with one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from medallion_cli.errors import MedallionError
+
+STATUS_STYLES = {
+    "create": "green",
+    "overwrite": "yellow",
+    "identical": "dim",
+    "skip": "dim",
+    "written": "green",
+    "unchanged": "dim",
+    "failed": "red",
+    "run": "cyan",
+}
+
+
+class Output:
+    """Terminal writer for one command invocation."""
+
+    def __init__(self, *, quiet: bool = False, json_mode: bool = False) -> None:
+        self.quiet = quiet
+        self.json_mode = json_mode
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    # narration (stderr)
+    def status(self, verb: str, text: str) -> None:
+        if self.quiet:
+            return
+        line = Text()
+        line.append(f"{verb:>10} ", style=STATUS_STYLES.get(verb, "bold"))
+        line.append(text)
+        self.err.print(line)
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text)
+
+    def warn(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(Text("warning: ", style="yellow") + Text(text))
+
+    def error(self, err: MedallionError) -> None:
+        """Errors print even with --quiet: they explain the exit code."""
+        self.err.print(Text("error: ", style="bold red") + Text(err.message))
+        if err.hint:
+            self.err.print(Text("  hint: ", style="dim") + Text(err.hint))
+
+    # data (stdout)
+    def json(self, data: Any) -> None:
+        self.out.file.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+        self.out.file.flush()
+
+    def table(self, table: Table) -> None:
+        self.out.print(table)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def run_table(result: Any) -> Table:
+    """The per-layer summary of a run (a RunResult)."""
+    table = Table(title=f"run {result.run_id}: {result.status}", title_justify="left", box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    for col, justify in (
+        ("layer", "left"), ("table", "left"), ("mode", "left"), ("status", "left"),
+        ("rows in", "right"), ("rows out", "right"), ("version", "right"), ("time", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for layer in result.layers:
+        table.add_row(
+            layer.layer,
+            layer.table,
+            layer.mode,
+            Text(layer.status, style=STATUS_STYLES.get(layer.status, "")),
+            _num(layer.rows_in),
+            _num(layer.rows_out),
+            "-" if layer.version is None else str(layer.version),
+            f"{layer.duration_s:.2f}s",
+        )
+    return table
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"

@@ -1,0 +1,306 @@
+"""Find a medallion project and read its configuration.
+
+A project is a FlowerPower project (``conf/project.yml``, ``conf/pipelines/<layer>.yml``,
+``pipelines/<layer>.py``) whose ``pyproject.toml`` has a ``[tool.medallion]`` table. Each
+layer's YAML carries, next to FlowerPower's ``run:`` section, a ``medallion:`` section that
+says where the layer reads from and how its output is materialized.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medallion_cli.errors import ConfigError, ProjectNotFoundError
+
+PROJECT_CONFIG = Path("conf") / "project.yml"
+PIPELINES_CONFIG_DIR = Path("conf") / "pipelines"
+PIPELINES_DIR = Path("pipelines")
+WRITE_MODES = ("append", "merge", "overwrite")
+COLUMN_TYPES = ("string", "int32", "int64", "float32", "float64", "bool", "date", "datetime")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Top-level retry keys FlowerPower 0.37 migrates by rewriting the YAML file.
+LEGACY_RUN_KEYS = ("max_retries", "retry_delay", "jitter_factor", "retry_exceptions")
+
+# Inputs medallion itself passes to every layer's DAG (besides the source frame).
+RUNTIME_INPUTS = ("run_id", "run_started_at")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where a layer reads from: landing files (with a schema) or an upstream table."""
+
+    landing: str | None = None
+    table: str | None = None
+    schema: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_name(self) -> str:
+        """Name of the DAG input that receives the source frame."""
+        return "landing" if self.landing is not None else str(self.table)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """How a layer's output frame is materialized into its Delta table."""
+
+    table: str
+    mode: str
+    keys: tuple[str, ...] = ()
+    order_by: str | None = None
+    partition_by: tuple[str, ...] = ()
+    target_file_size_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One layer: a FlowerPower pipeline plus medallion's source and target."""
+
+    name: str
+    config_path: Path
+    source: SourceConfig
+    output: str
+    target: TargetConfig
+    inputs: dict[str, Any]
+    executor: str | None
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: its root, name, lake location and layers in dependency order."""
+
+    root: Path
+    name: str
+    lake_root: str
+    layers: tuple[LayerConfig, ...]
+    tool: dict[str, Any]
+
+    def layer(self, name: str) -> LayerConfig:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    def table_uri(self, table: str) -> str:
+        """URI of a table: verbatim if it is a URI or absolute path, else under the lake root."""
+        if "://" in table or table.startswith("/"):
+            return table
+        return join_uri(self.resolve_path(self.lake_root), table)
+
+    def resolve_path(self, path: str) -> str:
+        """A configured path: URIs and absolute paths as they are, others under the project."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str((self.root / path).resolve())
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """Walk up from ``start`` (default: the working directory) to the project root.
+
+    The root is the first directory holding ``conf/project.yml`` and a ``pyproject.toml``
+    with a ``[tool.medallion]`` table.
+    """
+    start = (start or Path.cwd()).resolve()
+    if not start.exists():
+        raise ProjectNotFoundError(
+            f"directory {start} does not exist", hint="pass an existing project directory"
+        )
+    for candidate in (start, *start.parents):
+        if (candidate / PROJECT_CONFIG).is_file() and _has_tool_table(candidate / "pyproject.toml"):
+            return candidate
+    raise ProjectNotFoundError(
+        f"no medallion project found at or above {start}",
+        hint="cd into a project, pass --project DIR, or create one with `medallion init NAME`",
+    )
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    if not pyproject.is_file():
+        return False
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+    return "medallion" in data.get("tool", {})
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping, turning syntax errors into one clear line with the position."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing", hint="restore it, or re-create the project with `medallion init`") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}: invalid YAML{where}: {exc.problem}",
+            hint="fix the YAML syntax (indentation, quotes, colons) and run again",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}", hint="fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_project(root: Path) -> Project:
+    """Read and validate a project's configuration (cheap: no heavy imports)."""
+    root = root.resolve()
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    tool = pyproject.get("tool", {}).get("medallion", {})
+    project_path = root / PROJECT_CONFIG
+    data = read_yaml(project_path)
+    name = data.get("name") or root.name
+    section = _mapping(data.get("medallion", {}), project_path, "medallion")
+    layer_names = section.get("layers")
+    if not isinstance(layer_names, list) or not layer_names or not all(isinstance(n, str) for n in layer_names):
+        raise ConfigError(
+            f"{project_path}: medallion.layers must be a non-empty list of layer names",
+            hint="e.g. `layers: [bronze, silver, gold]`",
+        )
+    lake_root = section.get("lake_root", "lake")
+    if not isinstance(lake_root, str) or not lake_root:
+        raise ConfigError(f"{project_path}: medallion.lake_root must be a path or URI")
+    layers = tuple(_load_layer(root, layer) for layer in layer_names)
+    _check_dependency_order(layers)
+    return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool)
+
+
+def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: `{key}` must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _load_layer(root: Path, name: str) -> LayerConfig:
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"{root / PROJECT_CONFIG}: layer name {name!r} is not a valid identifier")
+    path = root / PIPELINES_CONFIG_DIR / f"{name}.yml"
+    if not path.is_file():
+        raise ConfigError(
+            f"layer {name!r} has no configuration: {path} is missing",
+            hint=f"create {PIPELINES_CONFIG_DIR / (name + '.yml')} or remove {name!r} from medallion.layers",
+        )
+    if not (root / PIPELINES_DIR / f"{name}.py").is_file():
+        raise ConfigError(
+            f"layer {name!r} has no pipeline module: {root / PIPELINES_DIR / (name + '.py')} is missing",
+            hint="restore the module or remove the layer from medallion.layers",
+        )
+    data = read_yaml(path)
+    run = _mapping(data.get("run"), path, "run")
+    legacy = [k for k in LEGACY_RUN_KEYS if k in run]
+    if legacy:
+        # FlowerPower "migrates" these by rewriting the whole file, dropping every key it
+        # does not know, medallion's section and all comments included.
+        raise ConfigError(
+            f"{path}: run.{legacy[0]} is a legacy FlowerPower setting that makes FlowerPower rewrite this file",
+            hint=f"move {', '.join(legacy)} under run.retry (e.g. `retry: {{max_retries: 0}}`)",
+        )
+    med = _mapping(data.get("medallion"), path, "medallion")
+    if not med:
+        raise ConfigError(f"{path}: the `medallion:` section is missing", hint="see the project README for its keys")
+
+    source = _load_source(_mapping(med.get("source"), path, "medallion.source"), path)
+    output = med.get("output")
+    if not isinstance(output, str) or not _IDENTIFIER.match(output):
+        raise ConfigError(f"{path}: medallion.output must name the DAG node whose frame is written")
+    target = _load_target(_mapping(med.get("target"), path, "medallion.target"), path)
+
+    inputs = _mapping(run.get("inputs"), path, "run.inputs")
+    clash = sorted(set(inputs) & {*RUNTIME_INPUTS, source.input_name})
+    if clash:
+        raise ConfigError(f"{path}: run.inputs may not set {', '.join(clash)}: medallion provides them")
+    executor = _mapping(run.get("executor"), path, "run.executor").get("type")
+    return LayerConfig(
+        name=name,
+        config_path=path,
+        source=source,
+        output=output,
+        target=target,
+        inputs=dict(inputs),
+        executor=executor,
+    )
+
+
+def _load_source(med: dict[str, Any], path: Path) -> SourceConfig:
+    landing, table = med.get("landing"), med.get("table")
+    if (landing is None) == (table is None):
+        raise ConfigError(
+            f"{path}: medallion.source needs exactly one of `landing: PATH` or `table: NAME`"
+        )
+    schema = med.get("schema") or {}
+    if landing is not None:
+        if not isinstance(schema, dict) or not schema:
+            raise ConfigError(f"{path}: a landing source needs `schema:` (column: type)")
+        bad = {c: t for c, t in schema.items() if t not in COLUMN_TYPES}
+        if bad:
+            col, typ = next(iter(bad.items()))
+            raise ConfigError(
+                f"{path}: column {col!r} has unknown type {typ!r}",
+                hint=f"use one of: {', '.join(COLUMN_TYPES)}",
+            )
+    elif not isinstance(table, str) or not table:
+        raise ConfigError(f"{path}: medallion.source.table must be a table name or URI")
+    return SourceConfig(landing=landing, table=table, schema=dict(schema))
+
+
+def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:
+    table = med.get("table")
+    if not isinstance(table, str) or not table:
+        raise ConfigError(f"{path}: medallion.target.table must name the Delta table to write")
+    mode = med.get("mode", "append")
+    if mode not in WRITE_MODES:
+        raise ConfigError(
+            f"{path}: unknown write mode {mode!r}", hint=f"use one of: {', '.join(WRITE_MODES)}"
+        )
+    keys = tuple(med.get("keys") or ())
+    if mode == "merge" and not keys:
+        raise ConfigError(f"{path}: mode `merge` needs `keys:` (the columns that identify a row)")
+    order_by = med.get("order_by")
+    partition_by = tuple(med.get("partition_by") or ())
+    for col in (*keys, *partition_by, *([order_by] if order_by else [])):
+        if not isinstance(col, str) or not _IDENTIFIER.match(col):
+            raise ConfigError(f"{path}: {col!r} is not a valid column name")
+    size = med.get("target_file_size_mb")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ConfigError(f"{path}: target_file_size_mb must be a positive integer")
+    return TargetConfig(
+        table=table,
+        mode=mode,
+        keys=keys,
+        order_by=order_by,
+        partition_by=partition_by,
+        target_file_size_mb=size,
+    )
+
+
+def _check_dependency_order(layers: tuple[LayerConfig, ...]) -> None:
+    producer = {layer.target.table: i for i, layer in enumerate(layers)}
+    for i, layer in enumerate(layers):
+        src = layer.source.table
+        if src is not None and producer.get(src, -1) >= i:
+            raise ConfigError(
+                f"layer {layer.name!r} reads {src!r}, which is written by a later layer",
+                hint="order medallion.layers in conf/project.yml so producers come first",
+            )
