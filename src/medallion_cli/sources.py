@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medallion_cli.errors import SourceError
+from medallion_cli.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -41,7 +41,7 @@ def list_landing(root: str) -> LandingFiles:
     """List the landing files under ``root`` (recursively; hidden files are skipped)."""
     path = Path(root)
     if not path.is_dir():
-        raise SourceError(
+        raise ConfigError(
             f"landing folder {root} does not exist",
             hint="create it and drop parquet, CSV or JSON-lines files into it, "
             "or fix medallion.source.landing in the layer's YAML",
@@ -117,7 +117,7 @@ def scan_table(uri: str, *, table: str) -> pl.LazyFrame:
     from deltalake import DeltaTable
 
     if not DeltaTable.is_deltatable(uri):
-        raise SourceError(
+        raise UsageError(
             f"source table {table!r} does not exist yet ({uri})",
             hint="run the layer that writes it first, e.g. `medallion run all`",
         )

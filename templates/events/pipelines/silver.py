@@ -15,7 +15,7 @@ def normalized_events(bronze_events: pl.LazyFrame, amount_decimals: int) -> pl.L
         pl.col("event_id").str.strip_chars(),
         pl.col("event_type").str.strip_chars().str.to_lowercase(),
         pl.col("region").str.strip_chars().str.to_lowercase(),
-        pl.col("amount").round(amount_decimals),
+        pl.col("amount").round(amount_decimals, mode="half_away_from_zero"),
     )
 
 

@@ -1,0 +1,78 @@
+"""Fixtures: every test starts from a project built by the real `medallion init`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from medallion_cli.cli.app import main
+from medallion_cli.cli.options import State
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def __repr__(self) -> str:  # shown by `assert r.exit_code == 0, r`
+        return f"exit={self.exit_code}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+
+
+def medallion(*args: str | Path) -> Result:
+    """Run the real CLI entry point in-process; capture both streams and the exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    State.debug = False
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch, tmp_path):
+    """No $HOME, no AWS or medallion settings from the developer's environment."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in list(__import__("os").environ):
+        if name.startswith(("AWS_", "MEDALLION_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def template_project(tmp_path_factory) -> Path:
+    """One pristine project from `medallion init`, copied for each test that needs it."""
+    parent = tmp_path_factory.mktemp("template")
+    r = medallion("init", "shop", "--directory", parent, "--quiet")
+    assert r.exit_code == 0, r
+    return parent / "shop"
+
+
+@pytest.fixture
+def project(template_project, tmp_path) -> Path:
+    dest = tmp_path / "shop"
+    shutil.copytree(template_project, dest)
+    return dest
+
+
+@pytest.fixture
+def ran_project(project) -> Path:
+    """A project after one successful `medallion run all`."""
+    r = medallion("run", "all", "-C", project, "--quiet")
+    assert r.exit_code == 0, r
+    return project
+
+
+LANDING = Path(__file__).resolve().parents[1] / "templates" / "events" / "data" / "landing"
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,151 @@
+"""Bad input: one clear line, a documented exit code, no traceback, nothing lost."""
+
+from __future__ import annotations
+
+import pytest
+from deltalake import DeltaTable
+
+from conftest import medallion
+from medallion_cli.errors import ExitCode
+
+
+def versions(project) -> dict[str, int | None]:
+    out = {}
+    for name in ("bronze_events", "silver_events", "gold_daily_sales"):
+        uri = str(project / "lake" / name)
+        out[name] = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+    return out
+
+
+def assert_clean_error(r, code: ExitCode, *fragments: str) -> None:
+    assert r.exit_code == code, r
+    assert "Traceback" not in r.stderr, r
+    for fragment in fragments:
+        assert fragment in r.stderr, r
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r  # one line saying what is wrong (a hint line may follow)
+
+
+def test_unknown_layer(project):
+    r = medallion("run", "platinum", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "unknown layer 'platinum'", "bronze, silver, gold")
+
+
+def test_malformed_yaml_names_file_and_line(project):
+    cfg = project / "conf" / "pipelines" / "silver.yml"
+    cfg.write_text(cfg.read_text() + "  broken: [unclosed\n")
+    r = medallion("run", "all", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "silver.yml", "invalid YAML at line")
+    assert not (project / "lake").exists()  # nothing ran
+
+
+def test_missing_landing_dir(project):
+    (project / "data" / "landing").rename(project / "data" / "elsewhere")
+    r = medallion("run", "bronze", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "landing folder", "does not exist")
+
+
+def test_missing_project(tmp_path):
+    r = medallion("run", "all", "-C", tmp_path)
+    assert_clean_error(r, ExitCode.USAGE, "no medallion project found", "medallion init")
+
+
+def test_upstream_table_missing(project):
+    r = medallion("run", "silver", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "'bronze_events' does not exist yet")
+
+
+def test_unknown_set_key_names_known_ones(project):
+    r = medallion("run", "gold", "-C", project, "--set", "rolling_window=3")
+    assert_clean_error(r, ExitCode.USAGE, "unknown --set key 'rolling_window'", "rolling_window_days")
+
+
+@pytest.mark.parametrize("value", ["0", "big", "-3"])
+def test_bad_target_file_size(project, value):
+    r = medallion("run", "gold", "-C", project, "--set", f"target_file_size_mb={value}")
+    assert_clean_error(r, ExitCode.USAGE, "target_file_size_mb")
+
+
+def test_set_needs_key_value(project):
+    r = medallion("run", "gold", "-C", project, "--set", "novalue")
+    assert_clean_error(r, ExitCode.USAGE, "is not KEY=VALUE")
+
+
+@pytest.mark.parametrize("executor", ["ray", "dask", "local"])
+def test_unknown_executor_is_refused(project, executor):
+    r = medallion("run", "all", "-C", project, "--executor", executor)
+    assert_clean_error(r, ExitCode.USAGE, f"unknown executor '{executor}'")
+
+
+def test_legacy_retry_key_is_refused_before_flowerpower_rewrites_the_file(project):
+    cfg = project / "conf" / "pipelines" / "gold.yml"
+    text = cfg.read_text().replace("  retry:\n    max_retries: 0\n", "  max_retries: 0\n")
+    cfg.write_text(text)
+    r = medallion("run", "all", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "run.max_retries", "run.retry")
+    assert cfg.read_text() == text
+
+
+def test_pipeline_exception_stops_later_layers_and_writes_nothing(ran_project):
+    before = versions(ran_project)
+    module = ran_project / "pipelines" / "silver.py"
+    module.write_text(module.read_text().replace(
+        '    """Rows that can be trusted', '    raise ValueError("boom in silver")\n    """Rows that can be trusted'
+    ))
+    r = medallion("run", "all", "-C", ran_project)
+    assert_clean_error(r, ExitCode.RUN_FAILED, "layer 'silver' failed: ValueError: boom in silver", "pipelines/silver.py:")
+    after = versions(ran_project)
+    assert after["bronze_events"] == before["bronze_events"] + 1  # bronze ran before the failure
+    assert after["silver_events"] == before["silver_events"]
+    assert after["gold_daily_sales"] == before["gold_daily_sales"]
+    assert "gold" not in r.stderr.split("boom")[0].split("silver")[-1]
+
+
+def test_pipeline_failure_fails_fast_without_retries(ran_project):
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text() + "\n\ndef gold_daily_sales(daily_sales: pl.LazyFrame) -> pl.LazyFrame:\n    raise RuntimeError('x')\n")
+    import time
+
+    t0 = time.perf_counter()
+    r = medallion("run", "gold", "-C", ran_project, "--json")
+    # FlowerPower's default would retry 3 times with delays (several seconds).
+    assert time.perf_counter() - t0 < 5
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    import json
+
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "failed" and doc["layers"][0]["status"] == "failed"
+    assert "RuntimeError: x" in doc["layers"][0]["error"]
+    assert doc["error"]["exit_code"] == 1
+
+
+def test_debug_shows_the_traceback(ran_project):
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text().replace('    """Total amount', '    1 / 0\n    """Total amount'))
+    r = medallion("run", "gold", "-C", ran_project, "--debug")
+    assert r.exit_code == ExitCode.RUN_FAILED
+    assert "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
+
+
+def test_lossy_type_change_is_refused_and_table_untouched(ran_project):
+    before = versions(ran_project)
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text().replace(
+        'pl.len().cast(pl.Int64).alias("transaction_count")', 'pl.len().cast(pl.Float64).alias("transaction_count")'
+    ))
+    r = medallion("run", "gold", "-C", ran_project)
+    assert_clean_error(r, ExitCode.RUN_FAILED, "changes column types", "transaction_count")
+    assert versions(ran_project) == before
+
+
+def test_output_node_must_return_a_frame(ran_project):
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text() + "\n\ndef gold_daily_sales(daily_sales: pl.LazyFrame) -> int:\n    return 3\n")
+    r = medallion("run", "gold", "-C", ran_project)
+    assert_clean_error(r, ExitCode.RUN_FAILED, "returned int, not a polars frame")
+
+
+def test_no_layers_named(project):
+    r = medallion("run", "-C", project)
+    assert r.exit_code == ExitCode.USAGE
+    assert "Missing argument" in r.stderr

@@ -1,0 +1,169 @@
+"""`medallion run`: layers through FlowerPower into Delta, checked against plain Python."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+import expected
+from conftest import LANDING, medallion
+
+
+def table(project, name) -> pl.DataFrame:
+    return pl.read_delta(str(project / "lake" / name))
+
+
+def silver_as_dict(project) -> dict[str, dict]:
+    return {r["event_id"]: r for r in table(project, "silver_events").to_dicts()}
+
+
+def gold_as_dict(project) -> dict:
+    return {(r["event_date"], r["region"]): r for r in table(project, "gold_daily_sales").to_dicts()}
+
+
+def assert_silver_matches(project, want: dict[str, dict]) -> None:
+    got = silver_as_dict(project)
+    assert set(got) == set(want)
+    for eid, row in want.items():
+        g = got[eid]
+        for col in ("user_id", "event_type", "event_date", "updated_at", "region"):
+            assert g[col] == row[col], (eid, col)
+        # Halves at the 3rd decimal are binary-float ties: either neighbour is right.
+        assert g["amount"] == pytest.approx(row["amount"], abs=0.0101), eid
+
+
+def assert_gold_matches(project, want: dict) -> None:
+    got = gold_as_dict(project)
+    assert set(got) == set(want)
+    for key, row in want.items():
+        g = got[key]
+        assert g["transaction_count"] == row["transaction_count"], key
+        assert g["unique_customers"] == row["unique_customers"], key
+        tolerance = 0.0101 * row["transaction_count"] * 7  # per-row rounding ties, summed
+        assert g["total_sales"] == pytest.approx(row["total_sales"], abs=tolerance), key
+        assert g["rolling_mean_sales"] == pytest.approx(row["rolling_mean_sales"], abs=tolerance), key
+
+
+def test_run_all_builds_three_tables_with_expected_contents(project):
+    r = medallion("run", "all", "-C", project)
+    assert r.exit_code == 0, r
+    rows = expected.landing_rows(LANDING)
+    bronze = table(project, "bronze_events")
+    assert bronze.height == len(rows) == 94
+    assert set(bronze["_source_file"]) == {p.name for p in LANDING.iterdir() if p.suffix in (".csv", ".parquet", ".jsonl")}
+    assert bronze["_run_id"].n_unique() == 1
+    assert bronze.schema["_ingested_at"] == pl.Datetime("us", "UTC")
+
+    want_silver = expected.silver(rows)
+    assert len(want_silver) == 86  # 94 rows - 4 invalid - 3 duplicates - 1 stale copy
+    assert_silver_matches(project, want_silver)
+    assert_gold_matches(project, expected.gold(want_silver))
+    # The update (evt-00003 re-sent later with a new amount) won; the stale copy did not.
+    silver = silver_as_dict(project)
+    assert silver["evt-00003"]["amount"] == pytest.approx(100.0)
+    assert silver["evt-00033"]["amount"] != 1.0
+    # Narration on stderr, nothing on stdout without --json.
+    assert r.stdout == ""
+    assert "bronze" in r.stderr and "gold_daily_sales" in r.stderr
+
+
+def test_second_run_on_same_landing_data_leaves_silver_and_gold_unchanged(ran_project):
+    silver_before = table(ran_project, "silver_events").sort("event_id")
+    gold_before = table(ran_project, "gold_daily_sales").sort("event_date", "region")
+    r = medallion("run", "all", "-C", ran_project, "--json")
+    assert r.exit_code == 0, r
+    doc = json.loads(r.stdout)
+    silver = {l["layer"]: l for l in doc["layers"]}["silver"]
+    assert silver["status"] == "unchanged" and silver["version"] is None
+    assert table(ran_project, "silver_events").sort("event_id").equals(silver_before)
+    assert table(ran_project, "gold_daily_sales").sort("event_date", "region").equals(gold_before)
+
+
+def test_commits_carry_run_metadata_and_json_reports_versions(project):
+    r = medallion("run", "all", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "succeeded"
+    assert [l["layer"] for l in doc["layers"]] == ["bronze", "silver", "gold"]
+    for layer in doc["layers"]:
+        assert layer["status"] == "written" and layer["version"] == 0
+        commit = DeltaTable(layer["table_uri"]).history(1)[0]
+        assert commit["medallion.run_id"] == doc["run_id"]
+        assert commit["medallion.layer"] == layer["layer"]
+        assert commit["medallion.version"] == doc["medallion_version"]
+    bronze, silver, gold = doc["layers"]
+    assert (bronze["rows_in"], bronze["rows_out"], bronze["source_files"]) == (94, 94, 3)
+    assert (silver["rows_in"], silver["rows_out"]) == (94, 86)
+    assert gold["rows_in"] == 86
+
+
+def test_set_overrides_a_pipeline_input_with_yaml_typing(ran_project):
+    r = medallion("run", "gold", "-C", ran_project, "--set", "rolling_window_days=1", "-q")
+    assert r.exit_code == 0, r
+    gold = table(ran_project, "gold_daily_sales")
+    assert gold["rolling_mean_sales"].to_list() == pytest.approx(gold["total_sales"].to_list())
+    r = medallion("run", "gold", "-C", ran_project, "--set", "sales_event_types=[purchase, refund]", "-q")
+    assert r.exit_code == 0, r
+    want = expected.gold(silver_as_dict(ran_project))
+    assert table(ran_project, "gold_daily_sales")["transaction_count"].sum() > sum(v["transaction_count"] for v in want.values())
+
+
+def test_set_target_file_size_is_accepted_as_a_write_setting(ran_project):
+    r = medallion("run", "silver", "-C", ran_project, "--set", "target_file_size_mb=64", "-q")
+    assert r.exit_code == 0, r
+
+
+@pytest.mark.parametrize("executor", ["synchronous", "threadpool", "processpool"])
+def test_each_executor_produces_the_same_gold(ran_project, executor):
+    want = table(ran_project, "gold_daily_sales").sort("event_date", "region")
+    r = medallion("run", "silver", "gold", "-C", ran_project, "--executor", executor, "-q")
+    assert r.exit_code == 0, r
+    assert table(ran_project, "gold_daily_sales").sort("event_date", "region").equals(want)
+
+
+def test_layers_run_in_dependency_order_whatever_the_order_given(ran_project):
+    r = medallion("run", "gold", "bronze", "-C", ran_project, "--json")
+    assert r.exit_code == 0, r
+    assert [l["layer"] for l in json.loads(r.stdout)["layers"]] == ["bronze", "gold"]
+
+
+def test_user_files_dropped_into_landing_flow_through(ran_project):
+    new = pl.DataFrame(
+        {
+            "event_id": ["usr-1", "evt-00001"], "user_id": [7, 24], "event_type": ["purchase", "purchase"],
+            "amount": [42.0, 5.0], "event_date": ["2024-02-01", "2024-01-01"],
+            "updated_at": ["2024-02-01T10:00:00+00:00", "2024-03-01T00:00:00+00:00"], "region": ["north", "south"],
+        }
+    )
+    new.write_csv(ran_project / "data" / "landing" / "mine.csv")
+    (ran_project / "data" / "landing" / "notes.txt").write_text("not data")
+    r = medallion("run", "all", "-C", ran_project)
+    assert r.exit_code == 0, r
+    assert "ignored notes.txt" in r.stderr
+    rows = expected.landing_rows(ran_project / "data" / "landing")
+    assert_silver_matches(ran_project, expected.silver(rows))
+    assert_gold_matches(ran_project, expected.gold(expected.silver(rows)))
+    assert silver_as_dict(ran_project)["evt-00001"]["event_type"] == "purchase"  # the update won
+
+
+def test_empty_landing_writes_nothing(project):
+    for f in (project / "data" / "landing").iterdir():
+        if not f.name.startswith("."):
+            f.unlink()
+    r = medallion("run", "bronze", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    layer = json.loads(r.stdout)["layers"][0]
+    assert (layer["status"], layer["rows_out"], layer["version"]) == ("unchanged", 0, None)
+    assert not (project / "lake" / "bronze_events").exists()
+
+
+def test_python_dash_m_works(project):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "medallion_cli", "--version"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("medallion "), p
