@@ -1,0 +1,43 @@
+# medallion: `make demo` runs the whole pipeline on a fresh project, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO ?= demo
+
+.PHONY: help install demo test test-fast bench clean
+
+help:
+	@echo "make demo   create .venv, scaffold ./$(DEMO) with 'medallion init', run all layers, print gold"
+	@echo "make test   create .venv with the dev extras and run the test suite"
+	@echo "make bench  benchmark 'medallion run all' against a plain polars+deltalake script (1M and 5M rows)"
+	@echo "make clean  remove .venv, ./$(DEMO), build and bench leftovers"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "medallion needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/medallion init $(DEMO)
+	cd $(DEMO) && ../$(BIN)/medallion run all
+	@echo
+	@echo "gold_daily_sales ($(DEMO)/lake/gold_daily_sales):"
+	@$(BIN)/python -c 'import polars as pl; pl.Config.set_tbl_rows(12); print(pl.read_delta("$(DEMO)/lake/gold_daily_sales").sort("event_date", "region"))'
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --rows 1000000 5000000
+
+clean:
+	rm -rf $(VENV) $(DEMO) dist build bench/.work .pytest_cache

@@ -1,0 +1,87 @@
+"""Generate landing files of synthetic events: N rows in K files, seeded.
+
+Like the sample data, in proportion: ~1% exact duplicates, ~1% later updates of an earlier
+event, ~0.5% invalid rows (null id, negative amount, unknown type), mixed-case types.
+
+    python bench/generate.py OUT_DIR --rows 1000000 --files 10 [--seed 7] [--format parquet|csv|jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REGIONS = np.array(["north", "south", "east", "west", "central"])
+TYPES = np.array(["click", "view", "purchase", "purchase", "refund", "Purchase", "VIEW"])
+
+
+def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    n_unique = int(rows * 0.97)
+    ids = np.arange(first_id, first_id + n_unique)
+    day = rng.integers(0, days, n_unique)
+    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    df = pl.DataFrame(
+        {
+            "event_id": pl.Series(ids).cast(pl.String).str.zfill(10).str.replace(r"^", "evt-"),
+            "user_id": rng.integers(1, max(2, rows // 20), n_unique),
+            "event_type": TYPES[rng.integers(0, len(TYPES), n_unique)],
+            "amount": np.round(rng.gamma(2.0, 30.0, n_unique), 3),
+            "day": day,
+            "seconds": rng.integers(0, 86_400, n_unique),
+            "region": REGIONS[rng.integers(0, len(REGIONS), n_unique)],
+        }
+    ).with_columns(
+        (pl.lit(base.date()) + pl.duration(days=pl.col("day"))).alias("event_date"),
+        (pl.lit(base) + pl.duration(days=pl.col("day"), seconds=pl.col("seconds"))).alias("updated_at"),
+    )
+    df = df.select("event_id", "user_id", "event_type", "amount", "event_date", "updated_at", "region")
+    n_dup = rows // 100
+    n_upd = rows // 100
+    n_bad = rows - n_unique - n_dup - n_upd
+    dups = df.sample(n_dup, seed=seed + 1)
+    upd = df.sample(n_upd, seed=seed + 2).with_columns(
+        pl.col("updated_at") + pl.duration(hours=6), (pl.col("amount") * 1.1).round(3)
+    )
+    bad = df.sample(max(n_bad, 0), seed=seed + 3).with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("event_id")).alias("event_id"),
+        pl.when(pl.int_range(pl.len()) % 3 == 1).then(-pl.col("amount")).otherwise(pl.col("amount")).alias("amount"),
+        pl.when(pl.int_range(pl.len()) % 3 == 2).then(pl.lit("hover")).otherwise(pl.col("event_type")).alias("event_type"),
+    )
+    return pl.concat([df, dups, upd, bad]).sample(fraction=1.0, shuffle=True, seed=seed + 4)
+
+
+def write_files(df: pl.DataFrame, out: Path, files: int, fmt: str, prefix: str = "events") -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    size = -(-df.height // files)
+    for i in range(files):
+        part = df.slice(i * size, size)
+        path = out / f"{prefix}_{i:04d}.{fmt}"
+        if fmt == "parquet":
+            part.write_parquet(path)
+        elif fmt == "csv":
+            part.write_csv(path)
+        else:
+            part.write_ndjson(path)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+    args = parser.parse_args()
+    write_files(events(args.rows, args.seed), args.out, args.files, args.format)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Benchmark `medallion run all` against the plain polars + deltalake floor.
+
+For each size: generate landing files (seeded), scaffold a project with the real
+`medallion init --no-sample-data`, then time, each in a fresh process on a fresh lake,
+  * `medallion run all` (one process: what a user runs),
+  * `medallion run LAYER` for bronze, silver, gold in turn (per-layer wall and peak RSS),
+  * the baseline script, all layers and per layer, the same way.
+Peak RSS is the child's ru_maxrss (os.wait4). Prints a table and writes bench/.work/results.json.
+
+    python bench/run.py --rows 1000000 5000000 [--files 10] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+BIN = Path(sys.executable).parent
+LAYERS = ("bronze", "silver", "gold")
+
+
+def measured(cmd: list[str], cwd: Path) -> dict:
+    """Run ``cmd`` in a child, wait4() it, and return wall seconds and peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, rusage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed with exit code {proc.returncode}")
+    return {"wall_s": round(wall, 3), "peak_rss_mib": round(rusage.ru_maxrss / 1024, 1), "stdout": out.decode()}
+
+
+def fresh_project(root: Path, landing_src: Path, name: str) -> Path:
+    project = root / name
+    shutil.rmtree(project, ignore_errors=True)
+    subprocess.run([BIN / "medallion", "init", name, "--no-sample-data", "-q", "--directory", root], check=True)
+    landing = project / "data" / "landing"
+    for f in landing_src.iterdir():
+        os.symlink(f, landing / f.name)
+    return project
+
+
+def bench_size(rows: int, files: int) -> dict:
+    sys.path.insert(0, str(HERE))
+    from generate import events, write_files
+
+    root = WORK / f"rows_{rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    landing = root / "landing"
+    t0 = time.perf_counter()
+    write_files(events(rows, seed=7), landing, files, "parquet")
+    print(f"[{rows:,} rows] generated {files} files in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+    result: dict = {"rows": rows, "files": files}
+    # medallion, all layers in one process
+    project = fresh_project(root, landing, "m_all")
+    m_all = measured([BIN / "medallion", "run", "all", "--json", "-q"], project)
+    doc = json.loads(m_all.pop("stdout"))
+    result["medallion_all"] = {**m_all, "layers": {l["layer"]: l["duration_s"] for l in doc["layers"]},
+                               "rows_out": {l["layer"]: l["rows_out"] for l in doc["layers"]}}
+    # medallion, one process per layer
+    project = fresh_project(root, landing, "m_layers")
+    result["medallion_layer"] = {}
+    for layer in LAYERS:
+        m = measured([BIN / "medallion", "run", layer, "--json", "-q"], project)
+        m.pop("stdout")
+        result["medallion_layer"][layer] = m
+    # baseline
+    lake = root / "b_all"
+    shutil.rmtree(lake, ignore_errors=True)
+    b_all = measured([sys.executable, HERE / "baseline.py", landing, lake, "all"], root)
+    b_all.pop("stdout")
+    result["baseline_all"] = b_all
+    lake = root / "b_layers"
+    shutil.rmtree(lake, ignore_errors=True)
+    result["baseline_layer"] = {}
+    for layer in LAYERS:
+        b = measured([sys.executable, HERE / "baseline.py", landing, lake, layer], root)
+        b.pop("stdout")
+        result["baseline_layer"][layer] = b
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def report(results: list[dict]) -> None:
+    for r in results:
+        rows = r["rows"]
+        print(f"\n== {rows:,} rows in {r['files']} parquet files ==")
+        print(f"{'':<10}{'medallion wall':>16}{'rows/s':>12}{'peak RSS':>11}   {'baseline wall':>14}{'rows/s':>12}{'peak RSS':>11}")
+        for layer in LAYERS:
+            m, b = r["medallion_layer"][layer], r["baseline_layer"][layer]
+            print(f"{layer:<10}{m['wall_s']:>15.2f}s{rows / m['wall_s']:>12,.0f}{m['peak_rss_mib']:>8.0f}MiB"
+                  f"   {b['wall_s']:>13.2f}s{rows / b['wall_s']:>12,.0f}{b['peak_rss_mib']:>8.0f}MiB")
+        m, b = r["medallion_all"], r["baseline_all"]
+        print(f"{'run all':<10}{m['wall_s']:>15.2f}s{rows / m['wall_s']:>12,.0f}{m['peak_rss_mib']:>8.0f}MiB"
+              f"   {b['wall_s']:>13.2f}s{rows / b['wall_s']:>12,.0f}{b['peak_rss_mib']:>8.0f}MiB")
+        print(f"run all ratio medallion/baseline: {m['wall_s'] / b['wall_s']:.2f}x  "
+              f"(inside medallion: " + ", ".join(f"{k} {v:.2f}s" for k, v in m["layers"].items()) + ")")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--files", type=int, default=10)
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    results = [bench_size(rows, args.files) for rows in args.rows]
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The command line as a whole: help, startup cost, documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import medallion
+from medallion_cli.cli.app import app
+from medallion_cli.errors import ExitCode
+
+HEAVY = ("polars", "deltalake", "duckdb", "pandera", "flowerpower", "hamilton", "pyarrow", "pandas", "s3fs")
+
+
+def commands() -> list[str]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return sorted(group.commands)
+
+
+def test_every_command_has_help_with_an_example():
+    assert commands() == ["init", "run"]
+    for name in commands():
+        r = medallion(name, "--help")
+        assert r.exit_code == 0, r
+        assert "Example:" in r.stdout, name
+        assert "Exit codes:" in r.stdout, name
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["init", "--help"], ["--version"]])
+def test_help_does_not_import_heavy_libraries(argv):
+    code = (
+        "import sys\n"
+        "from medallion_cli.cli.app import main\n"
+        f"sys.argv = ['medallion', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "HEAVY=", p.stdout
+
+
+def test_exit_codes_are_documented_in_readme_and_help():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    help_text = medallion("--help").stdout
+    for code in ExitCode:
+        assert f"| {int(code)} |" in readme, code
+        assert f"{int(code)} " in help_text, code
+
+
+def test_version():
+    from medallion_cli import __version__
+
+    r = medallion("--version")
+    assert (r.exit_code, r.stdout.strip()) == (0, f"medallion {__version__}")
+
+
+def test_run_json_is_the_only_thing_on_stdout(ran_project):
+    r = medallion("run", "gold", "-C", ran_project, "--json")
+    assert r.exit_code == 0, r
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"run_id", "project", "started_at", "status", "duration_s", "medallion_version", "layers"}
+    assert set(doc["layers"][0]) == {
+        "layer", "table", "table_uri", "mode", "status", "rows_in", "rows_out", "version", "operation",
+        "duration_s", "metrics", "source_files", "warnings", "error",
+    }
+    assert doc["started_at"].endswith("Z")
+
+
+def test_project_is_found_from_a_subdirectory(ran_project, monkeypatch):
+    monkeypatch.chdir(ran_project / "pipelines")
+    r = medallion("run", "gold", "-q")
+    assert r.exit_code == 0, r
