@@ -78,3 +78,21 @@ def test_project_is_found_from_a_subdirectory(ran_project, monkeypatch):
     monkeypatch.chdir(ran_project / "pipelines")
     r = medallion("run", "gold", "-q")
     assert r.exit_code == 0, r
+
+
+def test_failed_run_in_a_real_process_prints_no_library_noise(ran_project):
+    """loguru and Hamilton write to the process's own stderr: check it in a subprocess."""
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text().replace('    """Total amount', '    1 / 0\n    """Total amount'))
+    p = subprocess.run(
+        [sys.executable, "-m", "medallion_cli", "run", "gold", "-C", str(ran_project)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == ExitCode.RUN_FAILED, p.stderr
+    assert p.stdout == ""
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "       run gold → gold_daily_sales (overwrite)",
+        "error: layer 'gold' failed: ZeroDivisionError: division by zero",
+        "  hint: see pipelines/gold.py:7 in daily_sales; run with --debug for the traceback",
+    ], p.stderr

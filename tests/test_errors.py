@@ -149,3 +149,19 @@ def test_no_layers_named(project):
     r = medallion("run", "-C", project)
     assert r.exit_code == ExitCode.USAGE
     assert "Missing argument" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("bad.parquet", b"garbage", "parquet"),
+        ("bad.csv", b"event_id,user_id,event_type,amount,event_date,updated_at,region\nx,1,click,abc,2024-01-01,2024-01-01T00:00:00Z,north\n", "could not parse `abc`"),
+        ("short.csv", b"event_id,user_id\nx,1\n", "event_type"),
+        ("bad.jsonl", b'{"event_id": "x", "user_id": "not a number"}\n', "bad.jsonl"),
+    ],
+)
+def test_unreadable_landing_file_is_named_and_nothing_is_written(project, name, content, reason):
+    (project / "data" / "landing" / name).write_bytes(content)
+    r = medallion("run", "all", "-C", project)
+    assert_clean_error(r, ExitCode.RUN_FAILED, f"landing file {name} cannot be read", reason, "fix or remove the file")
+    assert not (project / "lake").exists()

@@ -167,3 +167,15 @@ def test_python_dash_m_works(project):
 
     p = subprocess.run([sys.executable, "-m", "medallion_cli", "--version"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("medallion "), p
+
+
+def test_landing_csv_with_other_column_order_and_extra_columns(project):
+    (project / "data" / "landing" / "other.csv").write_text(
+        "region,extra,event_id,user_id,event_type,amount,event_date,updated_at\n"
+        "north,zz,new-1,3,purchase,12.5,2024-01-02,2024-01-02T10:00:00Z\n"
+    )
+    r = medallion("run", "all", "-C", project, "-q")
+    assert r.exit_code == 0, r
+    row = silver_as_dict(project)["new-1"]
+    assert (row["region"], row["amount"], row["user_id"]) == ("north", 12.5, 3)
+    assert "extra" not in table(project, "bronze_events").columns

@@ -198,6 +198,7 @@ def _run_layer(
 
     warnings: list[str] = []
     source_files = None
+    landing = None
     if layer.source.landing is not None:
         landing = sources.list_landing(project.resolve_path(layer.source.landing))
         source_files = landing.count
@@ -217,7 +218,14 @@ def _run_layer(
         executor=executor or layer.executor,
         pipelines_dir=project.root / "pipelines",
     )
-    df, rows_in = _collect(value, frame, layer)
+    try:
+        df, rows_in = _collect(value, frame, layer)
+    except PipelineError:
+        if landing is not None:
+            diagnosis = sources.diagnose_landing(landing, layer.source.schema)
+            if diagnosis is not None:
+                raise diagnosis from None
+        raise
 
     target = layer.target
     uri = project.table_uri(target.table)

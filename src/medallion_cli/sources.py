@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medallion_cli.errors import ConfigError, UsageError
+from medallion_cli.errors import ConfigError, SourceError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -87,28 +87,60 @@ SOURCE_FILE_COLUMN = "_source_file"
 def scan_landing(files: LandingFiles, schema: dict[str, str]) -> pl.LazyFrame:
     """One lazy frame over all landing files, cast to ``schema``, plus ``_source_file``.
 
-    ``_source_file`` holds each row's file path relative to the landing folder.
+    ``_source_file`` holds each row's file path relative to the landing folder. Columns a
+    file has beyond the schema are ignored; a missing column is an error.
     """
     import polars as pl
 
     dtypes = polars_schema(schema)
-    frames = []
-    for fmt, paths in files.by_format.items():
-        if fmt == "csv":
-            frame = pl.scan_csv(list(paths), schema=dtypes, include_file_paths=SOURCE_FILE_COLUMN)
-        elif fmt == "ndjson":
-            frame = pl.scan_ndjson(list(paths), schema=dtypes, include_file_paths=SOURCE_FILE_COLUMN)
-        else:
-            frame = pl.scan_parquet(
-                list(paths), include_file_paths=SOURCE_FILE_COLUMN, missing_columns="insert"
-            ).select(*(pl.col(c).cast(t) for c, t in dtypes.items()), SOURCE_FILE_COLUMN)
-        frames.append(frame)
+    frames = [_scan(fmt, list(paths), dtypes) for fmt, paths in files.by_format.items()]
     if not frames:
         return pl.LazyFrame(schema={**dtypes, SOURCE_FILE_COLUMN: pl.String()})
     prefix = files.root.rstrip("/") + "/"
     return pl.concat(frames, how="vertical").with_columns(
         pl.col(SOURCE_FILE_COLUMN).str.strip_prefix(prefix)
     )
+
+
+def _scan(fmt: str, paths: list[str], dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
+    import polars as pl
+
+    if fmt == "csv":
+        # One scan per file: a multi-file CSV scan needs identical headers in every file.
+        frame = pl.concat(
+            [
+                pl.scan_csv(path, schema_overrides=dtypes, include_file_paths=SOURCE_FILE_COLUMN, infer_schema=False)
+                .select(*dtypes, SOURCE_FILE_COLUMN)
+                for path in paths
+            ],
+            how="vertical",
+        )
+    elif fmt == "ndjson":
+        frame = pl.scan_ndjson(paths, schema=dtypes, include_file_paths=SOURCE_FILE_COLUMN)
+    else:
+        frame = pl.scan_parquet(paths, include_file_paths=SOURCE_FILE_COLUMN, extra_columns="ignore")
+    return frame.select(*(pl.col(c).cast(t) for c, t in dtypes.items()), SOURCE_FILE_COLUMN)
+
+
+def diagnose_landing(files: LandingFiles, schema: dict[str, str]) -> SourceError | None:
+    """After a failed read, find the first landing file that cannot be read on its own.
+
+    Called only on the error path: it reads each file in full.
+    """
+    dtypes = polars_schema(schema)
+    prefix = files.root.rstrip("/") + "/"
+    for fmt, paths in files.by_format.items():
+        for path in paths:
+            try:
+                _scan(fmt, [path], dtypes).collect()
+            except Exception as exc:  # polars raises several error types for bad files
+                name = path.removeprefix(prefix)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                return SourceError(
+                    f"landing file {name} cannot be read as {fmt} with the bronze schema: {reason}",
+                    hint="fix or remove the file (or adjust medallion.source.schema), then run again",
+                )
+    return None
 
 
 def scan_table(uri: str, *, table: str) -> pl.LazyFrame:
