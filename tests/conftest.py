@@ -29,6 +29,7 @@ def medallion(*args: str | Path) -> Result:
     """Run the real CLI entry point in-process; capture both streams and the exit code."""
     out, err = io.StringIO(), io.StringIO()
     State.debug = False
+    State.output = None
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exception(err, file=sys.stderr)
-        State.output.error(err)
+        out = State.get_output()
+        out.error(err)
         result = getattr(err, "result", None)
-        if result is not None and State.output.json_mode:
-            State.output.json({**result.to_dict(), "error": err.to_dict()})
+        if result is not None and out.json_mode:
+            out.json({**result.to_dict(), "error": err.to_dict()})
         sys.exit(int(err.exit_code))
     except Exit as exc:
         sys.exit(exc.exit_code)

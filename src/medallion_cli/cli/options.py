@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from medallion_cli.output import Output
+if TYPE_CHECKING:
+    from medallion_cli.output import Output
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No narration on stderr (errors still print).")]
@@ -22,10 +23,20 @@ class State:
     """Per-invocation settings the error boundary in ``app.main`` needs."""
 
     debug: bool = False
-    output: Output = Output()
+    output: Output | None = None  # created by setup(); rich loads only when needed
+
+    @classmethod
+    def get_output(cls) -> Output:
+        if cls.output is None:
+            from medallion_cli.output import Output
+
+            cls.output = Output()
+        return cls.output
 
 
 def setup(*, json_mode: bool = False, quiet: bool = False, debug: bool = False) -> Output:
+    from medallion_cli.output import Output
+
     State.debug = State.debug or debug
     State.output = Output(quiet=quiet, json_mode=json_mode)
     return State.output
