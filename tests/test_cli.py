@@ -69,7 +69,8 @@ def test_run_json_is_the_only_thing_on_stdout(ran_project):
     assert set(doc) == {"run_id", "project", "started_at", "status", "duration_s", "medallion_version", "layers"}
     assert set(doc["layers"][0]) == {
         "layer", "table", "table_uri", "mode", "status", "rows_in", "rows_out", "version", "operation",
-        "duration_s", "metrics", "source_files", "warnings", "error",
+        "duration_s", "metrics", "source_files", "warnings", "error", "kind", "window", "watermark_before",
+        "watermark_after", "files_skipped",
     }
     assert doc["started_at"].endswith("Z")
 
@@ -85,14 +86,13 @@ def test_failed_run_in_a_real_process_prints_no_library_noise(ran_project):
     module = ran_project / "pipelines" / "gold.py"
     module.write_text(module.read_text().replace('    """Total amount', '    1 / 0\n    """Total amount'))
     p = subprocess.run(
-        [sys.executable, "-m", "medallion_cli", "run", "gold", "-C", str(ran_project)],
+        [sys.executable, "-m", "medallion_cli", "run", "gold", "-C", str(ran_project), "--full-refresh", "--yes", "-q"],
         capture_output=True, text=True, timeout=120,
     )
     assert p.returncode == ExitCode.RUN_FAILED, p.stderr
     assert p.stdout == ""
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert lines == [
-        "       run gold → gold_daily_sales (overwrite)",
         "error: layer 'gold' failed: ZeroDivisionError: division by zero",
         "  hint: see pipelines/gold.py:7 in daily_sales; run with --debug for the traceback",
     ], p.stderr

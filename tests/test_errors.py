@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from deltalake import DeltaTable
 
-from conftest import medallion
+from conftest import add_landing_file, medallion
 from medallion_cli.errors import ExitCode
 
 
@@ -87,6 +87,7 @@ def test_legacy_retry_key_is_refused_before_flowerpower_rewrites_the_file(projec
 
 
 def test_pipeline_exception_stops_later_layers_and_writes_nothing(ran_project):
+    add_landing_file(ran_project, "more.csv")
     before = versions(ran_project)
     module = ran_project / "pipelines" / "silver.py"
     module.write_text(module.read_text().replace(
@@ -107,7 +108,7 @@ def test_pipeline_failure_fails_fast_without_retries(ran_project):
     import time
 
     t0 = time.perf_counter()
-    r = medallion("run", "gold", "-C", ran_project, "--json")
+    r = medallion("run", "gold", "-C", ran_project, "--json", "--full-refresh", "--yes")
     # FlowerPower's default would retry 3 times with delays (several seconds).
     assert time.perf_counter() - t0 < 5
     assert r.exit_code == ExitCode.RUN_FAILED, r
@@ -122,7 +123,7 @@ def test_pipeline_failure_fails_fast_without_retries(ran_project):
 def test_debug_shows_the_traceback(ran_project):
     module = ran_project / "pipelines" / "gold.py"
     module.write_text(module.read_text().replace('    """Total amount', '    1 / 0\n    """Total amount'))
-    r = medallion("run", "gold", "-C", ran_project, "--debug")
+    r = medallion("run", "gold", "-C", ran_project, "--debug", "--full-refresh", "--yes")
     assert r.exit_code == ExitCode.RUN_FAILED
     assert "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
 
@@ -133,7 +134,7 @@ def test_lossy_type_change_is_refused_and_table_untouched(ran_project):
     module.write_text(module.read_text().replace(
         'pl.len().cast(pl.Int64).alias("transaction_count")', 'pl.len().cast(pl.Float64).alias("transaction_count")'
     ))
-    r = medallion("run", "gold", "-C", ran_project)
+    r = medallion("run", "gold", "-C", ran_project, "--full-refresh", "--yes")
     assert_clean_error(r, ExitCode.RUN_FAILED, "changes column types", "transaction_count")
     assert versions(ran_project) == before
 
@@ -141,7 +142,7 @@ def test_lossy_type_change_is_refused_and_table_untouched(ran_project):
 def test_output_node_must_return_a_frame(ran_project):
     module = ran_project / "pipelines" / "gold.py"
     module.write_text(module.read_text() + "\n\ndef gold_daily_sales(daily_sales: pl.LazyFrame) -> int:\n    return 3\n")
-    r = medallion("run", "gold", "-C", ran_project)
+    r = medallion("run", "gold", "-C", ran_project, "--full-refresh", "--yes")
     assert_clean_error(r, ExitCode.RUN_FAILED, "returned int, not a polars frame")
 
 

@@ -102,26 +102,28 @@ def test_commits_carry_run_metadata_and_json_reports_versions(project):
 
 
 def test_set_overrides_a_pipeline_input_with_yaml_typing(ran_project):
-    r = medallion("run", "gold", "-C", ran_project, "--set", "rolling_window_days=1", "-q")
+    r = medallion("run", "gold", "-C", ran_project, "--set", "rolling_window_days=1", "--full-refresh", "-y", "-q")
     assert r.exit_code == 0, r
     gold = table(ran_project, "gold_daily_sales")
     assert gold["rolling_mean_sales"].to_list() == pytest.approx(gold["total_sales"].to_list())
-    r = medallion("run", "gold", "-C", ran_project, "--set", "sales_event_types=[purchase, refund]", "-q")
+    r = medallion("run", "gold", "-C", ran_project, "--set", "sales_event_types=[purchase, refund]", "--full-refresh", "-y", "-q")
     assert r.exit_code == 0, r
     want = expected.gold(silver_as_dict(ran_project))
     assert table(ran_project, "gold_daily_sales")["transaction_count"].sum() > sum(v["transaction_count"] for v in want.values())
 
 
 def test_set_target_file_size_is_accepted_as_a_write_setting(ran_project):
-    r = medallion("run", "silver", "-C", ran_project, "--set", "target_file_size_mb=64", "-q")
+    r = medallion("run", "silver", "-C", ran_project, "--set", "target_file_size_mb=64", "--full-refresh", "-y", "--json")
     assert r.exit_code == 0, r
+    assert json.loads(r.stdout)["layers"][0]["status"] == "written"
 
 
 @pytest.mark.parametrize("executor", ["synchronous", "threadpool", "processpool"])
 def test_each_executor_produces_the_same_gold(ran_project, executor):
     want = table(ran_project, "gold_daily_sales").sort("event_date", "region")
-    r = medallion("run", "silver", "gold", "-C", ran_project, "--executor", executor, "-q")
+    r = medallion("run", "silver", "gold", "-C", ran_project, "--executor", executor, "--full-refresh", "-y", "--json")
     assert r.exit_code == 0, r
+    assert [l["status"] for l in json.loads(r.stdout)["layers"]] == ["written", "written"]
     assert table(ran_project, "gold_daily_sales").sort("event_date", "region").equals(want)
 
 
@@ -157,7 +159,7 @@ def test_empty_landing_writes_nothing(project):
     r = medallion("run", "bronze", "-C", project, "--json")
     assert r.exit_code == 0, r
     layer = json.loads(r.stdout)["layers"][0]
-    assert (layer["status"], layer["rows_out"], layer["version"]) == ("unchanged", 0, None)
+    assert (layer["status"], layer["rows_out"], layer["version"]) == ("unchanged", None, None)
     assert not (project / "lake" / "bronze_events").exists()
 
 

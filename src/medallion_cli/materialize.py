@@ -81,23 +81,34 @@ def write(
     target: TargetConfig,
     *,
     metadata: dict[str, str],
+    mode: str | None = None,
+    predicate: str | None = None,
+    app_transaction: tuple[str, int] | None = None,
     target_file_size_mb: int | None = None,
     storage_options: dict[str, str] | None = None,
 ) -> WriteOutcome:
-    """Materialize ``df`` into the Delta table at ``uri`` as ``target`` says.
+    """Materialize ``df`` into the Delta table at ``uri``.
 
-    An empty frame writes nothing for append and merge (no empty commits); overwrite
-    always writes, so an empty result empties the table.
+    Args:
+        mode: ``append``, ``merge`` (upsert on ``target.keys``), ``overwrite`` (the whole
+            table) or ``replace`` (the rows matching ``predicate``); default ``target.mode``.
+        app_transaction: ``(app_id, version)`` stored in the same atomic commit as the
+            data; the incremental watermark.
+
+    An empty frame writes nothing for append and merge (no empty commits); overwrite and
+    replace always write, so an empty result empties the table or the replaced range.
     """
-    from deltalake import CommitProperties, DeltaTable, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+    mode = mode or target.mode
     df = prepare_frame(df, table=target.table)
     exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
     if exists:
         check_compatible(df, uri, table=target.table)
-    if df.height == 0 and target.mode in ("append", "merge"):
+    if df.height == 0 and (mode in ("append", "merge") or not exists):
         return WriteOutcome(operation="none", version=None)
-    commit = CommitProperties(custom_metadata=metadata)
+    txns = [Transaction(app_transaction[0], app_transaction[1])] if app_transaction else None
+    commit = CommitProperties(custom_metadata=metadata, app_transactions=txns)
     size = target_file_size_mb or target.target_file_size_mb
     common: dict[str, Any] = {
         "commit_properties": commit,
@@ -106,16 +117,22 @@ def write(
     }
     partition_by = list(target.partition_by) or None
 
-    if target.mode == "merge":
-        _check_unique_keys(df, target)
-        if exists:
-            return _merge(df, DeltaTable(uri, storage_options=storage_options), target, commit)
-        write_deltalake(uri, df, mode="error", partition_by=partition_by, **common)
+    if not exists:
+        if mode == "merge":
+            _check_unique_keys(df, target)
+        write_deltalake(
+            uri, df, mode="error", partition_by=partition_by, configuration=target.properties or None, **common
+        )
         operation = "create"
+    elif mode == "merge":
+        _check_unique_keys(df, target)
+        return _merge(df, DeltaTable(uri, storage_options=storage_options), target, commit)
+    elif mode == "replace":
+        write_deltalake(uri, df, mode="overwrite", predicate=predicate, partition_by=partition_by, **common)
+        operation = "replace"
     else:
-        mode = target.mode  # append | overwrite
         write_deltalake(uri, df, mode=mode, partition_by=partition_by, **common)
-        operation = mode if exists else "create"
+        operation = mode
     version = DeltaTable(uri, storage_options=storage_options).version()
     return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height})
 
@@ -140,7 +157,8 @@ def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any) -> W
         target_alias="t",
         commit_properties=commit,
     )
-    newer = f"s.{target.order_by} > t.{target.order_by}" if target.order_by else None
+    # >= so that, as in a full recompute, the later-ingested row wins a tie on order_by.
+    newer = f"s.{target.order_by} >= t.{target.order_by}" if target.order_by else None
     before = table.version()
     metrics = merger.when_matched_update_all(predicate=newer).when_not_matched_insert_all().execute()
     table.update_incremental()

@@ -68,8 +68,8 @@ class Output:
         self.out.file.write(json.dumps(data, indent=2, default=_json_default) + "\n")
         self.out.file.flush()
 
-    def table(self, table: Table) -> None:
-        self.out.print(table)
+    def table(self, table: Table, *, to_stderr: bool = False) -> None:
+        (self.err if to_stderr else self.out).print(table)
 
 
 def _json_default(value: Any) -> Any:
@@ -106,3 +106,17 @@ def run_table(result: Any) -> Table:
 
 def _num(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
+
+
+def plan_table(plans: list[Any], rows: dict[str, int | None]) -> Table:
+    """What each layer would read and write (LayerPlans)."""
+    table = Table(title="plan", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col, justify in (("layer", "left"), ("kind", "left"), ("window", "left"), ("source rows", "right"),
+                         ("target", "left"), ("write", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for plan in plans:
+        table.add_row(
+            plan.layer.name, plan.kind, plan.window, _num(rows.get(plan.layer.name)), plan.layer.target.table,
+            plan.write_mode + (f" where {plan.predicate}" if plan.predicate else ""),
+        )
+    return table

@@ -56,6 +56,30 @@ class TargetConfig:
     order_by: str | None = None
     partition_by: tuple[str, ...] = ()
     target_file_size_mb: int | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+STRATEGIES = ("files", "watermark", "partitions")
+
+
+@dataclass(frozen=True)
+class IncrementalConfig:
+    """How a layer processes only what is new.
+
+    * ``files``: each landing file is ingested once (a file whose size or modification
+      time changed is ingested again).
+    * ``watermark``: rows of the source table whose ``column`` is past the stored
+      high-water mark, minus an optional ``lookback`` for late rows.
+    * ``partitions``: only the values of ``column`` (e.g. dates) touched by source changes
+      since the last run (read from the source's change data feed) are recomputed and
+      replaced; ``window_days`` says how many days of source each output day depends on
+      (an int, or the name of a run input such as ``rolling_window_days``).
+    """
+
+    strategy: str
+    column: str | None = None
+    lookback: str | None = None
+    window_days: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,7 @@ class LayerConfig:
     target: TargetConfig
     inputs: dict[str, Any]
     executor: str | None
+    incremental: IncrementalConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,11 @@ class Project:
     lake_root: str
     layers: tuple[LayerConfig, ...]
     tool: dict[str, Any]
+    state_path: Path = Path(".medallion/state.duckdb")
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.root / ".medallion" / "locks"
 
     def layer(self, name: str) -> LayerConfig:
         for layer in self.layers:
@@ -182,7 +212,11 @@ def load_project(root: Path) -> Project:
         raise ConfigError(f"{project_path}: medallion.lake_root must be a path or URI")
     layers = tuple(_load_layer(root, layer) for layer in layer_names)
     _check_dependency_order(layers)
-    return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool)
+    state = section.get("state") or tool.get("state") or ".medallion/state.duckdb"
+    if not isinstance(state, str) or "://" in state:
+        raise ConfigError(f"{project_path}: medallion.state must be a local file path", hint="e.g. .medallion/state.duckdb")
+    state_path = Path(state) if Path(state).is_absolute() else root / state
+    return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool, state_path=state_path)
 
 
 def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:
@@ -232,6 +266,7 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     if clash:
         raise ConfigError(f"{path}: run.inputs may not set {', '.join(clash)}: medallion provides them")
     executor = _mapping(run.get("executor"), path, "run.executor").get("type")
+    incremental = _load_incremental(med.get("incremental"), path, source, target, inputs)
     return LayerConfig(
         name=name,
         config_path=path,
@@ -240,7 +275,47 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         target=target,
         inputs=dict(inputs),
         executor=executor,
+        incremental=incremental,
     )
+
+
+def _load_incremental(
+    value: Any, path: Path, source: SourceConfig, target: TargetConfig, inputs: dict[str, Any]
+) -> IncrementalConfig | None:
+    if value is None:
+        return None
+    med = _mapping(value, path, "medallion.incremental")
+    strategy = med.get("strategy")
+    if strategy not in STRATEGIES:
+        raise ConfigError(
+            f"{path}: medallion.incremental.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+        )
+    column = med.get("column")
+    if strategy == "files":
+        if source.landing is None:
+            raise ConfigError(f"{path}: incremental strategy `files` needs a landing source")
+    else:
+        if source.table is None:
+            raise ConfigError(f"{path}: incremental strategy `{strategy}` needs a table source")
+        if not isinstance(column, str) or not _IDENTIFIER.match(column):
+            raise ConfigError(f"{path}: incremental strategy `{strategy}` needs `column:` (a column of the source)")
+    lookback = med.get("lookback")
+    if lookback is not None:
+        from medallion_cli.timeparse import parse_duration
+
+        parse_duration(str(lookback), what=f"{path}: medallion.incremental.lookback")
+        lookback = str(lookback)
+    window = med.get("window_days")
+    if strategy == "partitions":
+        if target.mode != "overwrite":
+            raise ConfigError(f"{path}: incremental strategy `partitions` needs target mode `overwrite`")
+        if window is None:
+            window = 1
+        if isinstance(window, str) and window not in inputs:
+            raise ConfigError(f"{path}: window_days {window!r} is neither an integer nor a run input")
+        if not isinstance(window, str) and (not isinstance(window, int) or window < 1):
+            raise ConfigError(f"{path}: window_days must be a positive integer or the name of a run input")
+    return IncrementalConfig(strategy=strategy, column=column, lookback=lookback, window_days=window)
 
 
 def _load_source(med: dict[str, Any], path: Path) -> SourceConfig:
@@ -282,6 +357,7 @@ def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:
     for col in (*keys, *partition_by, *([order_by] if order_by else [])):
         if not isinstance(col, str) or not _IDENTIFIER.match(col):
             raise ConfigError(f"{path}: {col!r} is not a valid column name")
+    properties = _mapping(med.get("properties"), path, "medallion.target.properties")
     size = med.get("target_file_size_mb")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ConfigError(f"{path}: target_file_size_mb must be a positive integer")
@@ -292,6 +368,7 @@ def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:
         order_by=order_by,
         partition_by=partition_by,
         target_file_size_mb=size,
+        properties={str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in properties.items()},
     )
 
 

@@ -8,7 +8,9 @@ frame to the layer's Delta table with run metadata, and returning a :class:`RunR
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,8 +21,13 @@ import yaml
 
 from medallion_cli import __version__
 from medallion_cli.errors import MedallionError, PipelineError, UsageError
+from medallion_cli.commits import app_id, build_metadata
 from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
+from medallion_cli.incremental import LayerPlan, Window, plan_layer
+from medallion_cli.locks import layer_lock
 from medallion_cli.project import LayerConfig, Project
+from medallion_cli.state import StateStore
+from medallion_cli.sync import sync_table
 
 # Materialization settings a run may override with --set, next to the DAG's inputs.
 WRITE_OVERRIDES = ("target_file_size_mb",)
@@ -44,6 +51,11 @@ class LayerResult:
     source_files: int | None = None
     warnings: tuple[str, ...] = ()
     error: str | None = None
+    kind: str | None = None  # full | incremental | backfill | full_refresh | nothing
+    window: str | None = None
+    watermark_before: str | None = None
+    watermark_after: str | None = None
+    files_skipped: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -136,25 +148,35 @@ def check_overrides(layers: Sequence[LayerConfig], overrides: dict[str, Any]) ->
         raise UsageError("--set target_file_size_mb must be a positive integer")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: overrides, executor, window, refresh, locking."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    executor: str | None = None
+    window: Window = Window()
+    full_refresh: bool = False
+    wait: float | None = None  # seconds to wait for a busy layer; None fails at once
+
+
 def run_project(
     project: Project,
     layer_names: Sequence[str],
     *,
-    overrides: dict[str, Any] | None = None,
-    executor: str | None = None,
+    options: RunOptions = RunOptions(),
     on_layer_start: Callable[[LayerConfig], None] | None = None,
     on_layer_done: Callable[[LayerResult], None] | None = None,
 ) -> RunResult:
     """Run the selected layers in order; stop at the first failure.
 
-    A failed layer writes no Delta version (the write is the last step and is atomic),
-    and the layers after it do not run. Raises :class:`RunFailedError` carrying the
-    partial :class:`RunResult`.
+    Each layer runs under its own lock, first brings the state file in line with its
+    table's Delta log, plans its window, runs its DAG and commits data and watermark in
+    one Delta commit. A failed layer writes no Delta version and the layers after it do
+    not run. Raises :class:`RunFailedError` carrying the partial :class:`RunResult`.
     """
-    overrides = dict(overrides or {})
     layers = select_layers(project, layer_names)
-    check_overrides(layers, overrides)
-    executor = validate_executor(executor)
+    check_overrides(layers, options.overrides)
+    executor = validate_executor(options.executor)
     for layer in layers:
         validate_executor(layer.executor)
 
@@ -162,15 +184,14 @@ def run_project(
     run_id = new_run_id(started)
     t0 = time.perf_counter()
     done: list[LayerResult] = []
-    fp_project = None
+    ctx = _Context(project, StateStore(project.state_path), run_id, started, options, executor)
     for layer in layers:
         if on_layer_start:
             on_layer_start(layer)
         t_layer = time.perf_counter()
         try:
-            if fp_project is None:
-                fp_project = load_flowerpower(project.root)
-            result = _run_layer(project, fp_project, layer, run_id, started, overrides, executor, t_layer)
+            with layer_lock(project.lock_dir, layer.name, run_id=run_id, wait=options.wait):
+                result = _run_layer(ctx, layer, t_layer)
         except MedallionError as exc:
             failed = _failed_result(project, layer, exc, time.perf_counter() - t_layer)
             done.append(failed)
@@ -184,76 +205,183 @@ def run_project(
     return RunResult(run_id, project.name, started, "succeeded", tuple(done), time.perf_counter() - t0)
 
 
-def _run_layer(
-    project: Project,
-    fp_project: Any,
-    layer: LayerConfig,
-    run_id: str,
-    started: datetime,
-    overrides: dict[str, Any],
-    executor: str | None,
-    t_layer: float,
-) -> LayerResult:
+def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOptions = RunOptions()) -> list[LayerPlan]:
+    """What each selected layer would read and write now, without running anything.
+
+    Later layers are planned against the tables as they are: what earlier layers in the
+    same run would add is not counted.
+    """
+    layers = select_layers(project, layer_names)
+    check_overrides(layers, options.overrides)
+    validate_executor(options.executor)
+    store = StateStore(project.state_path)
+    started = datetime.now(timezone.utc)
+    plans = []
+    for layer in layers:
+        inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
+        try:
+            plan = plan_layer(project, layer, store, started=started, inputs=inputs, window=options.window,
+                              full_refresh=options.full_refresh)
+        except UsageError as exc:
+            if "does not exist yet" not in exc.message:
+                raise
+            plan = LayerPlan(layer, "pending", "source table is created by an earlier layer of this run")
+        plans.append(plan)
+    return plans
+
+
+def count_rows(plan: LayerPlan) -> int | None:
+    """Rows the plan's source holds (reads the source: used by --plan only)."""
+    import polars as pl
+
+    if plan.source is None:
+        return 0 if plan.kind == "nothing" else None
+    return int(plan.source.select(pl.len()).collect().item())
+
+
+@dataclass
+class _Context:
+    project: Project
+    store: StateStore
+    run_id: str
+    started: datetime
+    options: RunOptions
+    executor: str | None
+    fp_project: Any = None
+
+
+def _crash_point(layer: LayerConfig, point: str) -> None:
+    """Test hook: ``MEDALLION_TEST_CRASH_AT=layer:point`` SIGKILLs the process right here.
+
+    The kill tests use it to stop a run at exact moments (before the write, after the
+    commit but before the state file is updated, ...). It does nothing otherwise.
+    """
+    target = os.environ.get("MEDALLION_TEST_CRASH_AT")
+    if target and target == f"{layer.name}:{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult:
     from medallion_cli import materialize, sources
 
-    warnings: list[str] = []
-    source_files = None
-    landing = None
-    if layer.source.landing is not None:
-        landing = sources.list_landing(project.resolve_path(layer.source.landing))
-        source_files = landing.count
-        warnings += [f"ignored {name}: not parquet, CSV or JSON lines" for name in landing.ignored]
-        frame = sources.scan_landing(landing, layer.source.schema)
-    else:
-        table = str(layer.source.table)
-        frame = sources.scan_table(project.table_uri(table), table=table)
+    project, store, options = ctx.project, ctx.store, ctx.options
+    target = layer.target
+    uri = project.table_uri(target.table)
+    _crash_point(layer, "locked")
+    if layer.incremental is not None:
+        sync_table(store, target.table, uri, run_id=ctx.run_id)
+    inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
+    plan = plan_layer(project, layer, store, started=ctx.started, inputs=inputs, window=options.window,
+                      full_refresh=options.full_refresh)
+    warnings = [f"ignored {name}: not parquet, CSV or JSON lines" for name in plan.ignored] + plan.warnings
+    if not plan.runs:
+        return _result(layer, uri, plan, "unchanged", None, 0, None, time.perf_counter() - t_layer, warnings)
+    _crash_point(layer, "planned")
 
-    inputs = {k: overrides.get(k, v) for k, v in layer.inputs.items()}
-    inputs.update({layer.source.input_name: frame, "run_id": run_id, "run_started_at": started})
+    if ctx.fp_project is None:
+        ctx.fp_project = load_flowerpower(project.root)
+    inputs.update({layer.source.input_name: plan.source, "run_id": ctx.run_id, "run_started_at": plan.started_at})
     value = run_dag(
-        fp_project,
+        ctx.fp_project,
         layer=layer.name,
         output=layer.output,
         inputs=inputs,
-        executor=executor or layer.executor,
+        executor=ctx.executor or layer.executor,
         pipelines_dir=project.root / "pipelines",
     )
     try:
-        df, rows_in = _collect(value, frame, layer)
+        df, rows_in = _collect(value, plan.source, layer)
     except PipelineError:
-        if landing is not None:
+        if plan.files:
+            landing = sources.LandingFiles(project.resolve_path(str(layer.source.landing)), tuple(plan.files))
             diagnosis = sources.diagnose_landing(landing, layer.source.schema)
             if diagnosis is not None:
                 raise diagnosis from None
         raise
+    if plan.output_filter is not None:
+        df = df.filter(plan.output_filter)
+    _crash_point(layer, "computed")
 
-    target = layer.target
-    uri = project.table_uri(target.table)
+    inc = layer.incremental
+    wm = plan.watermark_after
+    files = [(f.name, f.fingerprint) for f in plan.files] if inc is not None and inc.strategy == "files" else None
+    metadata = build_metadata(
+        run_id=ctx.run_id,
+        layer=layer.name,
+        version=__version__,
+        mode=plan.kind,
+        watermark_column=plan.watermark_column,
+        watermark=wm[0] if wm else None,
+        watermark_int=wm[1] if wm else None,
+        files=files,
+    )
     outcome = materialize.write(
         df,
         uri,
         target,
-        metadata={
-            "medallion.run_id": run_id,
-            "medallion.layer": layer.name,
-            "medallion.version": __version__,
-        },
-        target_file_size_mb=overrides.get("target_file_size_mb"),
+        metadata=metadata,
+        mode=plan.write_mode,
+        predicate=plan.predicate,
+        app_transaction=(app_id(target.table), wm[1]) if wm else None,
+        target_file_size_mb=options.overrides.get("target_file_size_mb"),
     )
+    _crash_point(layer, "committed")
+    if inc is not None:
+        _record_state(store, layer, uri, plan, outcome.version, ctx.run_id)
+    _crash_point(layer, "recorded")
+    status = "written" if outcome.version is not None else "unchanged"
+    result = _result(layer, uri, plan, status, outcome, rows_in, df.height, time.perf_counter() - t_layer, warnings)
+    return result
+
+
+def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str) -> None:
+    """Index what the commit just recorded (the Delta log stays the source of truth)."""
+    from deltalake import DeltaTable
+
+    if version is None and DeltaTable.is_deltatable(uri):
+        version = DeltaTable(uri).version()
+    table = layer.target.table
+    with store.connect() as con:
+        if plan.files and layer.incremental.strategy == "files":
+            if plan.kind == "full_refresh":
+                con.execute("DELETE FROM ingested_files WHERE table_name = ?", [table])
+            store.record_files(con, table=table, files=[(f.name, f.fingerprint) for f in plan.files],
+                               delta_version=version, run_id=run_id)
+        if plan.watermark_after is not None:
+            store.record(
+                con,
+                table=table,
+                column=str(plan.watermark_column),
+                value=plan.watermark_after[0],
+                value_int=plan.watermark_after[1],
+                delta_version=version,
+                run_id=run_id,
+                action="full_refresh" if plan.kind == "full_refresh" else "advance",
+            )
+        else:
+            con.execute("UPDATE watermarks SET delta_version = ? WHERE table_name = ?", [version, table])
+
+
+def _result(layer, uri, plan, status, outcome, rows_in, rows_out, duration, warnings) -> LayerResult:
     return LayerResult(
         layer=layer.name,
-        table=target.table,
+        table=layer.target.table,
         table_uri=uri,
-        mode=target.mode,
-        status="written" if outcome.version is not None else "unchanged",
+        mode=plan.write_mode if plan.kind != "nothing" else layer.target.mode,
+        status=status,
         rows_in=rows_in,
-        rows_out=df.height,
-        version=outcome.version,
-        operation=outcome.operation,
-        duration_s=round(time.perf_counter() - t_layer, 3),
-        metrics=outcome.metrics,
-        source_files=source_files,
+        rows_out=rows_out,
+        version=outcome.version if outcome else None,
+        operation=outcome.operation if outcome else None,
+        duration_s=round(duration, 3),
+        metrics=outcome.metrics if outcome else {},
+        source_files=len(plan.files) if layer.source.landing is not None else None,
         warnings=tuple(warnings),
+        kind=plan.kind,
+        window=plan.window,
+        watermark_before=plan.watermark_before,
+        watermark_after=plan.watermark_after[0] if plan.watermark_after else plan.watermark_before,
+        files_skipped=plan.files_skipped if layer.source.landing is not None else None,
     )
 
 

@@ -6,10 +6,11 @@ Both return a polars ``LazyFrame``; nothing is read until the layer's output is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medallion_cli.errors import ConfigError, SourceError, UsageError
+from medallion_cli.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -25,16 +26,46 @@ FORMATS = {
 
 
 @dataclass(frozen=True)
+class LandingFile:
+    """One landing file: where it is, its format and a fingerprint of its content."""
+
+    path: str
+    name: str  # relative to the landing folder
+    format: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def fingerprint(self) -> str:
+        """Size and modification time: a file rewritten in place gets a new fingerprint."""
+        return f"{self.size}:{self.mtime_ns}"
+
+    @property
+    def modified_at(self) -> datetime:
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
 class LandingFiles:
-    """The files found in a landing folder, by format, and those that were ignored."""
+    """The files found in a landing folder, and those that were ignored."""
 
     root: str
-    by_format: dict[str, tuple[str, ...]]
-    ignored: tuple[str, ...]
+    files: tuple[LandingFile, ...]
+    ignored: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
-        return sum(len(files) for files in self.by_format.values())
+        return len(self.files)
+
+    @property
+    def by_format(self) -> dict[str, tuple[str, ...]]:
+        grouped: dict[str, list[str]] = {}
+        for f in self.files:
+            grouped.setdefault(f.format, []).append(f.path)
+        return {k: tuple(v) for k, v in grouped.items()}
+
+    def subset(self, files: list[LandingFile]) -> LandingFiles:
+        return LandingFiles(root=self.root, files=tuple(files), ignored=self.ignored)
 
 
 def list_landing(root: str) -> LandingFiles:
@@ -46,7 +77,7 @@ def list_landing(root: str) -> LandingFiles:
             hint="create it and drop parquet, CSV or JSON-lines files into it, "
             "or fix medallion.source.landing in the layer's YAML",
         )
-    by_format: dict[str, list[str]] = {}
+    files: list[LandingFile] = []
     ignored: list[str] = []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path)
@@ -55,13 +86,10 @@ def list_landing(root: str) -> LandingFiles:
         fmt = FORMATS.get(file.suffix.lower())
         if fmt is None:
             ignored.append(str(rel))
-        else:
-            by_format.setdefault(fmt, []).append(str(file))
-    return LandingFiles(
-        root=str(path),
-        by_format={k: tuple(v) for k, v in by_format.items()},
-        ignored=tuple(ignored),
-    )
+            continue
+        st = file.stat()
+        files.append(LandingFile(str(file), str(rel), fmt, st.st_size, st.st_mtime_ns))
+    return LandingFiles(root=str(path), files=tuple(files), ignored=tuple(ignored))
 
 
 def polars_schema(schema: dict[str, str]) -> dict[str, pl.DataType]:
@@ -141,16 +169,3 @@ def diagnose_landing(files: LandingFiles, schema: dict[str, str]) -> SourceError
                     hint="fix or remove the file (or adjust medallion.source.schema), then run again",
                 )
     return None
-
-
-def scan_table(uri: str, *, table: str) -> pl.LazyFrame:
-    """Lazy scan of an upstream Delta table; a clear error if it does not exist yet."""
-    import polars as pl
-    from deltalake import DeltaTable
-
-    if not DeltaTable.is_deltatable(uri):
-        raise UsageError(
-            f"source table {table!r} does not exist yet ({uri})",
-            hint="run the layer that writes it first, e.g. `medallion run all`",
-        )
-    return pl.scan_delta(uri)

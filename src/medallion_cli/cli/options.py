@@ -40,3 +40,21 @@ def setup(*, json_mode: bool = False, quiet: bool = False, debug: bool = False) 
     State.debug = State.debug or debug
     State.output = Output(quiet=quiet, json_mode=json_mode)
     return State.output
+
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking for confirmation.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and change nothing.")]
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Plan, show, confirm: ``--yes`` skips the question; no terminal and no ``--yes`` fails."""
+    import sys
+
+    from medallion_cli.errors import MedallionError, UsageError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("this changes state and needs confirmation, but there is no terminal to ask", hint="pass --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise MedallionError("cancelled: nothing was changed")

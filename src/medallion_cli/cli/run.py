@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, setup
+from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, YesOpt, confirm, setup
 
 
 def run(
@@ -19,25 +19,74 @@ def run(
         str | None,
         typer.Option("--executor", "-e", help="Hamilton executor: synchronous, threadpool or processpool.", show_default=False),
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Backfill from this time (inclusive): ISO date/timestamp (UTC) or e.g. '7 days ago'.", show_default=False),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Backfill up to this time (exclusive). The stored watermark does not move.", show_default=False),
+    ] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Reprocess everything for the selected layers (asks first).")] = False,
+    plan_only: Annotated[bool, typer.Option("--plan", "--dry-run", help="Print what each layer would read and write; change nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another run holds a layer, wait for it instead of failing.")] = False,
+    yes: YesOpt = False,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Run layers in dependency order, writing each to its Delta table.
+    """Run layers in dependency order, each processing only what is new.
 
-    Example: medallion run all · medallion run gold --set rolling_window_days=14
+    Example: medallion run all · medallion run gold --set rolling_window_days=14 ·
+    medallion run silver --since 2024-01-01 --until 2024-02-01
     """
-    from medallion_cli.output import run_table
+    from medallion_cli.incremental import Window
+    from medallion_cli.output import plan_table, run_table
     from medallion_cli.project import find_project_root, load_project
-    from medallion_cli.runner import parse_overrides, run_project
+    from medallion_cli.runner import RunOptions, count_rows, parse_overrides, plan_project, run_project
+    from medallion_cli.timeparse import parse_time
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     project = load_project(find_project_root(project_dir))
-    overrides = parse_overrides(set_ or [])
+    window = Window(
+        since=parse_time(since, what="--since") if since else None,
+        until=parse_time(until, what="--until") if until else None,
+    )
+    if window.since and window.until and window.since >= window.until:
+        from medallion_cli.errors import UsageError
+
+        raise UsageError(f"--since {since} is not before --until {until}", hint="--since is inclusive, --until exclusive")
+    if window and full_refresh:
+        from medallion_cli.errors import UsageError
+
+        raise UsageError("--full-refresh reprocesses everything: it takes no --since/--until")
+    options = RunOptions(
+        overrides=parse_overrides(set_ or []),
+        executor=executor,
+        window=window,
+        full_refresh=full_refresh,
+        wait=float("inf") if wait else None,
+    )
+    if window:
+        out.info(f"backfill window {window.describe()} (UTC)")
+
+    if plan_only or full_refresh:
+        plans = plan_project(project, layers, options=options)
+        rows = {p.layer.name: count_rows(p) for p in plans}
+        if json_mode and plan_only:
+            out.json({"plan": [{**p.to_dict(), "source_rows": rows[p.layer.name]} for p in plans]})
+        elif not quiet or plan_only:
+            out.table(plan_table(plans, rows), to_stderr=not plan_only)
+        if plan_only:
+            return
+        confirm(
+            "Reprocess everything for " + ", ".join(p.layer.name for p in plans) + " (tables are overwritten)?",
+            yes=yes,
+        )
 
     def started(layer) -> None:
-        out.status("run", f"{layer.name} → {layer.target.table} ({layer.target.mode})")
+        out.status("run", f"{layer.name} → {layer.target.table}")
 
     def finished(layer) -> None:
         for warning in layer.warnings:
@@ -45,16 +94,9 @@ def run(
         if layer.status != "failed":
             rows = "-" if layer.rows_out is None else f"{layer.rows_out:,}"
             version = "no new version" if layer.version is None else f"version {layer.version}"
-            out.status(layer.status, f"{layer.layer}: {rows} rows, {version}, {layer.duration_s:.2f}s")
+            out.status(layer.status, f"{layer.layer}: {layer.window}: {rows} rows, {version}, {layer.duration_s:.2f}s")
 
-    result = run_project(
-        project,
-        layers,
-        overrides=overrides,
-        executor=executor,
-        on_layer_start=started,
-        on_layer_done=finished,
-    )
+    result = run_project(project, layers, options=options, on_layer_start=started, on_layer_done=finished)
     if json_mode:
         out.json(result.to_dict())
     elif not quiet:

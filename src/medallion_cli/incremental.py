@@ -1,0 +1,366 @@
+"""Plan what one layer reads and writes in a run: everything, only what is new, or a window.
+
+A :class:`LayerPlan` is computed before anything runs: it names the source frame (already
+filtered to the window), the write mode and replace predicate, and the watermark the
+commit will carry. ``medallion run --plan`` prints plans without running them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from medallion_cli.errors import ConfigError, UsageError
+from medallion_cli.project import LayerConfig, Project
+from medallion_cli.sources import LandingFile
+from medallion_cli.state import StateStore, Watermark
+from medallion_cli.timeparse import parse_duration
+
+if TYPE_CHECKING:
+    import polars as pl
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A backfill window from ``--since`` (inclusive) and ``--until`` (exclusive), UTC."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def describe(self) -> str:
+        lo = _iso(self.since) if self.since else "the beginning"
+        hi = _iso(self.until) if self.until else "now"
+        return f"[{lo}, {hi})"
+
+
+@dataclass
+class LayerPlan:
+    """What a layer will do in this run."""
+
+    layer: LayerConfig
+    kind: str  # full | incremental | backfill | full_refresh | nothing
+    window: str
+    source: Any = None  # pl.LazyFrame, filtered to the window
+    write_mode: str = "append"  # append | merge | overwrite | replace
+    predicate: str | None = None
+    output_filter: Any = None  # pl.Expr keeping only rows inside the replaced range
+    watermark_column: str | None = None
+    watermark_before: str | None = None
+    watermark_after: tuple[str, int] | None = None  # (text, i64); None keeps it
+    files: list[LandingFile] = field(default_factory=list)
+    files_new: int = 0
+    files_changed: int = 0
+    files_skipped: int = 0
+    ignored: tuple[str, ...] = ()
+    source_version: int | None = None
+    started_at: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> bool:
+        return self.kind != "nothing"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer.name,
+            "table": self.layer.target.table,
+            "kind": self.kind,
+            "window": self.window,
+            "write_mode": self.write_mode,
+            "predicate": self.predicate,
+            "watermark_column": self.watermark_column,
+            "watermark_before": self.watermark_before,
+            "watermark_after": self.watermark_after[0] if self.watermark_after else self.watermark_before,
+            "files_new": self.files_new,
+            "files_changed": self.files_changed,
+            "files_skipped": self.files_skipped,
+            "source_version": self.source_version,
+            "warnings": list(self.warnings),
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def micros(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def plan_layer(
+    project: Project,
+    layer: LayerConfig,
+    store: StateStore,
+    *,
+    started: datetime,
+    inputs: dict[str, Any],
+    window: Window = Window(),
+    full_refresh: bool = False,
+) -> LayerPlan:
+    """Decide what ``layer`` reads and how it writes in this run."""
+    from medallion_cli import sources
+
+    inc = layer.incremental
+    if inc is None:
+        if window:
+            raise UsageError(
+                f"layer {layer.name!r} is not incremental: --since/--until do not apply to it",
+                hint="add a medallion.incremental section to its YAML, or leave the layer out",
+            )
+        plan = LayerPlan(layer, "full", "everything", write_mode=layer.target.mode, started_at=started)
+        if layer.source.landing is not None:
+            landing = sources.list_landing(project.resolve_path(layer.source.landing))
+            plan.files, plan.ignored = list(landing.files), landing.ignored
+            plan.source = sources.scan_landing(landing, layer.source.schema)
+        else:
+            plan.source_version, plan.source = _scan_source(project, layer)
+        return plan
+    current = store.watermark(layer.target.table)
+    if inc.strategy == "files":
+        return _plan_files(project, layer, store, current, started, window, full_refresh)
+    if inc.strategy == "watermark":
+        return _plan_watermark(project, layer, current, started, window, full_refresh)
+    return _plan_partitions(project, layer, current, started, inputs, window, full_refresh)
+
+
+def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFrame]:
+    import polars as pl
+    from deltalake import DeltaTable
+
+    table = str(layer.source.table)
+    uri = project.table_uri(table)
+    if not DeltaTable.is_deltatable(uri):
+        raise UsageError(
+            f"source table {table!r} does not exist yet ({uri})",
+            hint="run the layer that writes it first, e.g. `medallion run all`",
+        )
+    version = DeltaTable(uri).version()
+    return version, pl.scan_delta(uri, version=version)
+
+
+# -- bronze: each landing file once -------------------------------------------------------
+def _plan_files(
+    project: Project,
+    layer: LayerConfig,
+    store: StateStore,
+    current: Watermark | None,
+    started: datetime,
+    window: Window,
+    full_refresh: bool,
+) -> LayerPlan:
+    from medallion_cli import sources
+
+    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)))
+    # Ingestion times only move forward, so a later layer's watermark on them never skips rows.
+    if current is not None and current.value_int is not None:
+        started = max(started, from_micros(current.value_int + 1))
+    plan = LayerPlan(layer, "incremental", "new and changed landing files", write_mode=layer.target.mode,
+                     watermark_column="_source_file", watermark_before=current.value if current else None,
+                     ignored=landing.ignored, started_at=started)
+    if full_refresh:
+        plan.kind, plan.window, plan.write_mode = "full_refresh", "all landing files", "overwrite"
+        chosen = list(landing.files)
+        plan.files_new = len(chosen)
+    elif window:
+        plan.kind, plan.window = "backfill", f"landing files modified in {window.describe()}"
+        chosen = [
+            f for f in landing.files
+            if (window.since is None or f.modified_at >= window.since) and (window.until is None or f.modified_at < window.until)
+        ]
+        plan.files_new = len(chosen)
+    else:
+        seen = store.ingested_files(layer.target.table)
+        new = [f for f in landing.files if f.name not in seen]
+        changed = [f for f in landing.files if f.name in seen and seen[f.name] != f.fingerprint]
+        chosen = sorted(new + changed, key=lambda f: f.name)
+        plan.files_new, plan.files_changed = len(new), len(changed)
+        plan.files_skipped = landing.count - len(chosen)
+        if changed:
+            plan.warnings.append(
+                "re-ingesting changed file(s): " + ", ".join(f.name for f in changed[:5]) + (" ..." if len(changed) > 5 else "")
+            )
+    plan.files = chosen
+    if not chosen:
+        plan.kind = "nothing"
+        plan.window = "no new or changed landing files"
+        return plan
+    plan.source = sources.scan_landing(landing.subset(chosen), layer.source.schema)
+    plan.watermark_after = (f"{len(chosen)} file(s) at {_iso(started)}", micros(started))
+    return plan
+
+
+# -- silver: rows past a watermark on a column of the source table ----------------------------
+def _plan_watermark(
+    project: Project,
+    layer: LayerConfig,
+    current: Watermark | None,
+    started: datetime,
+    window: Window,
+    full_refresh: bool,
+) -> LayerPlan:
+    import polars as pl
+
+    inc = layer.incremental
+    column = str(inc.column)
+    version, frame = _scan_source(project, layer)
+    dtype = frame.collect_schema().get(column)
+    if dtype is None:
+        raise ConfigError(f"{layer.config_path}: incremental column {column!r} is not a column of {layer.source.table}")
+    encode, decode, literal = _codec(dtype, column, layer)
+    plan = LayerPlan(layer, "incremental", "", write_mode=layer.target.mode, watermark_column=column,
+                     watermark_before=current.value if current else None, source_version=version, started_at=started)
+    hi = frame.select(pl.col(column).max()).collect().item()
+    if window and not full_refresh:
+        plan.kind, plan.window = "backfill", f"{column} in {window.describe()}"
+        cond = pl.lit(True)
+        if window.since is not None:
+            cond = cond & (pl.col(column) >= literal(window.since))
+        if window.until is not None:
+            cond = cond & (pl.col(column) < literal(window.until))
+        plan.source = frame.filter(cond)
+        return plan
+    if hi is None:
+        plan.kind, plan.window = "nothing", f"{layer.source.table} has no rows"
+        return plan
+    hi_int = encode(hi)
+    if full_refresh or current is None or current.value_int is None:
+        plan.kind = "full_refresh" if full_refresh else "full"
+        plan.window = f"{column} <= {decode(hi_int)}"
+        if full_refresh:
+            plan.write_mode = "overwrite"
+        plan.source = frame.filter(pl.col(column) <= hi)
+    else:
+        if hi_int <= current.value_int:
+            plan.kind = "nothing"
+            plan.window = f"no rows past {column} = {current.value}"
+            return plan
+        lookback = parse_duration(inc.lookback or "0")
+        lower = current.value_int - (micros(EPOCH + lookback) if _is_time(dtype) else int(lookback.total_seconds()))
+        plan.window = f"{column} in ({decode(lower)}, {decode(hi_int)}]" + (f" (lookback {inc.lookback})" if inc.lookback else "")
+        plan.source = frame.filter((pl.col(column) > literal_from_int(lower, dtype)) & (pl.col(column) <= hi))
+    plan.watermark_after = (decode(hi_int), hi_int)
+    return plan
+
+
+def _is_time(dtype: Any) -> bool:
+    import polars as pl
+
+    return isinstance(dtype, pl.Datetime)
+
+
+def _codec(dtype: Any, column: str, layer: LayerConfig):
+    import polars as pl
+
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            raise ConfigError(f"incremental column {column!r} of {layer.source.table} must be a UTC timestamp")
+
+        def literal(value: datetime) -> Any:
+            return pl.lit(value, dtype=dtype)
+
+        return micros, lambda v: _iso(from_micros(v)), literal
+    if dtype.is_integer():
+        def literal(value: datetime) -> Any:
+            raise UsageError(f"--since/--until need a timestamp column; {column!r} is an integer")
+
+        return int, str, literal
+    raise ConfigError(f"incremental column {column!r} must be a UTC timestamp or an integer, not {dtype}")
+
+
+def literal_from_int(value: int, dtype: Any) -> Any:
+    import polars as pl
+
+    if isinstance(dtype, pl.Datetime):
+        return pl.lit(from_micros(value), dtype=dtype)
+    return pl.lit(value, dtype=dtype)
+
+
+# -- gold: replace the partitions touched by changes in the source ----------------------------
+def _plan_partitions(
+    project: Project,
+    layer: LayerConfig,
+    current: Watermark | None,
+    started: datetime,
+    inputs: dict[str, Any],
+    window: Window,
+    full_refresh: bool,
+) -> LayerPlan:
+    import polars as pl
+
+    inc = layer.incremental
+    column = str(inc.column)
+    days = inc.window_days if isinstance(inc.window_days, int) else inputs.get(str(inc.window_days))
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        raise UsageError(f"layer {layer.name!r}: window_days ({inc.window_days}) must be a positive integer, got {days!r}")
+    version, frame = _scan_source(project, layer)
+    if not isinstance(frame.collect_schema().get(column), pl.Date):
+        raise ConfigError(f"{layer.config_path}: partition column {column!r} must be a Date column of {layer.source.table}")
+    plan = LayerPlan(layer, "incremental", "", write_mode="replace", watermark_column=f"{layer.source.table} version",
+                     watermark_before=current.value if current else None, source_version=version, started_at=started)
+    plan.watermark_after = (str(version), version)
+
+    if window and not full_refresh:
+        plan.kind = "backfill"
+        plan.watermark_after = None
+        lo = window.since.date() if window.since else frame.select(pl.col(column).min()).collect().item()
+        hi = (window.until - timedelta(microseconds=1)).date() if window.until else frame.select(pl.col(column).max()).collect().item()
+        if lo is None or hi is None or lo > hi:
+            plan.kind, plan.window = "nothing", f"no {column} in {window.describe()}"
+            return plan
+        affected = (lo, hi)  # the window's dates are what is replaced
+    elif full_refresh or current is None or current.value_int is None:
+        plan.kind = "full_refresh" if full_refresh else "full"
+        plan.window = f"all of {layer.source.table} (version {version})"
+        plan.write_mode = "overwrite"
+        plan.source = frame
+        return plan
+    else:
+        if current.value_int >= version:
+            plan.kind, plan.window = "nothing", f"{layer.source.table} unchanged since version {current.value_int}"
+            return plan
+        try:
+            touched = _touched(project, layer, column, current.value_int + 1, version)
+        except Exception as exc:  # no change data feed, or its files were vacuumed
+            plan.warnings.append(
+                f"cannot read the change data feed of {layer.source.table} ({type(exc).__name__}); recomputing everything"
+            )
+            plan.kind, plan.window, plan.write_mode, plan.source = "full", "everything (no change feed)", "overwrite", frame
+            return plan
+        if touched is None:
+            plan.kind, plan.window = "nothing", f"versions {current.value_int + 1}..{version} of {layer.source.table} changed no rows"
+            return plan
+        affected = (touched[0], touched[1] + timedelta(days=days - 1))
+    context_lo = affected[0] - timedelta(days=days - 1)
+    plan.window = f"{column} in [{affected[0]}, {affected[1]}]"
+    if plan.kind == "incremental":
+        plan.window += f" (changes in versions {current.value_int + 1}..{version})"
+    plan.source = frame.filter((pl.col(column) >= context_lo) & (pl.col(column) <= affected[1]))
+    plan.output_filter = (pl.col(column) >= affected[0]) & (pl.col(column) <= affected[1])
+    plan.predicate = f"{column} >= '{affected[0].isoformat()}' AND {column} <= '{affected[1].isoformat()}'"
+    return plan
+
+
+def _touched(project: Project, layer: LayerConfig, column: str, start: int, end: int) -> tuple[date, date] | None:
+    """Min and max of ``column`` over the source's changes in versions ``start..end``."""
+    import polars as pl
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(project.table_uri(str(layer.source.table)))
+    reader = dt.load_cdf(starting_version=start, ending_version=end, columns=[column])
+    changes = pl.DataFrame(reader.read_all())
+    if changes.height == 0:
+        return None
+    lo, hi = changes.select(pl.col(column).min(), pl.col(column).max()).row(0)
+    if lo is None:
+        return None
+    return lo, hi

@@ -1,0 +1,266 @@
+"""The project's state file: watermarks, their history and ingested files, in DuckDB.
+
+The Delta log is the source of truth (every medallion commit carries its watermark); this
+file is an index over it that ``medallion watermark repair`` can rebuild. DuckDB lets one
+process hold the file at a time, so every operation opens, works and closes quickly, and
+retries briefly when another medallion process has it open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medallion_cli.errors import ConflictError, MedallionError
+
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 10.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS medallion_meta (key TEXT PRIMARY KEY, value TEXT)",
+    """CREATE TABLE IF NOT EXISTS watermarks (
+        table_name TEXT PRIMARY KEY,
+        column_name TEXT NOT NULL,
+        value TEXT,
+        value_int BIGINT,
+        delta_version BIGINT,
+        updated_at TIMESTAMPTZ NOT NULL,
+        run_id TEXT
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS watermark_history_seq",
+    """CREATE TABLE IF NOT EXISTS watermark_history (
+        id BIGINT PRIMARY KEY DEFAULT nextval('watermark_history_seq'),
+        table_name TEXT NOT NULL,
+        column_name TEXT,
+        old_value TEXT,
+        new_value TEXT,
+        delta_version BIGINT,
+        changed_at TIMESTAMPTZ NOT NULL,
+        run_id TEXT,
+        action TEXT NOT NULL,
+        note TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS ingested_files (
+        table_name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        delta_version BIGINT,
+        run_id TEXT,
+        ingested_at TIMESTAMPTZ,
+        PRIMARY KEY (table_name, path)
+    )""",
+)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The high-water mark of one table: what has been processed into it, and by whom."""
+
+    table: str
+    column: str
+    value: str | None
+    value_int: int | None
+    delta_version: int | None
+    updated_at: datetime
+    run_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "column": self.column,
+            "value": self.value,
+            "value_int": self.value_int,
+            "delta_version": self.delta_version,
+            "updated_at": _iso(self.updated_at),
+            "run_id": self.run_id,
+        }
+
+
+@dataclass(frozen=True)
+class WatermarkChange:
+    """One entry of the audit trail."""
+
+    id: int
+    table: str
+    column: str | None
+    old_value: str | None
+    new_value: str | None
+    delta_version: int | None
+    changed_at: datetime
+    run_id: str | None
+    action: str  # advance | set | reset | repair | full_refresh
+    note: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["changed_at"] = _iso(self.changed_at)
+        return data
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class StateStore:
+    """Access to one project's state file. Cheap to create; connects per operation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def connect(self, *, write: bool = True) -> Iterator[Any]:
+        """A short-lived connection, retried while another process holds the file."""
+        import duckdb
+
+        if not write and not self.path.exists():
+            con = duckdb.connect(":memory:")
+            try:
+                self._migrate(con)
+                yield con
+            finally:
+                con.close()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise MedallionError(
+                        f"cannot open the state file {self.path}: {exc}",
+                        hint="check the file's permissions; `medallion watermark repair` rebuilds it from the Delta logs",
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    raise ConflictError(
+                        f"the state file {self.path} stayed locked by another process for {LOCK_TIMEOUT_S:.0f}s",
+                        hint="another medallion command is using it; retry when it has finished",
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            self._migrate(con)
+            con.execute("BEGIN TRANSACTION")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:  # the transaction may not have started
+                pass
+            raise
+        finally:
+            con.close()
+
+    @staticmethod
+    def _migrate(con: Any) -> None:
+        for statement in _SCHEMA:
+            con.execute(statement)
+        row = con.execute("SELECT value FROM medallion_meta WHERE key = 'schema_version'").fetchall()
+        if not row:
+            con.execute("INSERT INTO medallion_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        elif int(row[0][0]) > SCHEMA_VERSION:
+            raise MedallionError(
+                f"the state file was written by a newer medallion (schema {row[0][0]} > {SCHEMA_VERSION})",
+                hint="upgrade medallion",
+            )
+
+    # -- watermarks -------------------------------------------------------------------
+    def watermarks(self, table: str | None = None) -> list[Watermark]:
+        query = "SELECT table_name, column_name, value, value_int, delta_version, updated_at, run_id FROM watermarks"
+        params: list[Any] = []
+        if table is not None:
+            query += " WHERE table_name = ?"
+            params.append(table)
+        with self.connect(write=False) as con:
+            rows = con.execute(query + " ORDER BY table_name", params).fetchall()
+        return [Watermark(*row) for row in rows]
+
+    def watermark(self, table: str) -> Watermark | None:
+        found = self.watermarks(table)
+        return found[0] if found else None
+
+    def history(self, table: str | None = None, limit: int | None = None) -> list[WatermarkChange]:
+        query = (
+            "SELECT id, table_name, column_name, old_value, new_value, delta_version, changed_at, run_id, action, note "
+            "FROM watermark_history"
+        )
+        params: list[Any] = []
+        if table is not None:
+            query += " WHERE table_name = ?"
+            params.append(table)
+        query += " ORDER BY id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(int(limit))
+        with self.connect(write=False) as con:
+            rows = con.execute(query, params).fetchall()
+        return [WatermarkChange(*row) for row in rows]
+
+    def record(
+        self,
+        con: Any,
+        *,
+        table: str,
+        column: str,
+        value: str | None,
+        value_int: int | None,
+        delta_version: int | None,
+        run_id: str | None,
+        action: str,
+        note: str | None = None,
+    ) -> None:
+        """Set a table's watermark and append the change to the audit trail (in ``con``'s transaction)."""
+        now = datetime.now(timezone.utc)
+        old = con.execute("SELECT value FROM watermarks WHERE table_name = ?", [table]).fetchall()
+        con.execute(
+            """INSERT INTO watermarks VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (table_name) DO UPDATE SET column_name = excluded.column_name,
+                 value = excluded.value, value_int = excluded.value_int,
+                 delta_version = excluded.delta_version, updated_at = excluded.updated_at,
+                 run_id = excluded.run_id""",
+            [table, column, value, value_int, delta_version, now, run_id],
+        )
+        con.execute(
+            """INSERT INTO watermark_history (table_name, column_name, old_value, new_value, delta_version,
+                 changed_at, run_id, action, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [table, column, old[0][0] if old else None, value, delta_version, now, run_id, action, note],
+        )
+
+    def remove(self, con: Any, *, table: str, run_id: str | None, action: str, note: str | None = None) -> None:
+        """Forget a table's watermark and ingested files (logged in the audit trail)."""
+        old = con.execute("SELECT column_name, value, delta_version FROM watermarks WHERE table_name = ?", [table]).fetchall()
+        con.execute("DELETE FROM watermarks WHERE table_name = ?", [table])
+        con.execute("DELETE FROM ingested_files WHERE table_name = ?", [table])
+        column, value, version = old[0] if old else (None, None, None)
+        con.execute(
+            """INSERT INTO watermark_history (table_name, column_name, old_value, new_value, delta_version,
+                 changed_at, run_id, action, note) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?)""",
+            [table, column, value, version, datetime.now(timezone.utc), run_id, action, note],
+        )
+
+    # -- ingested files ---------------------------------------------------------------
+    def ingested_files(self, table: str) -> dict[str, str]:
+        with self.connect(write=False) as con:
+            rows = con.execute("SELECT path, fingerprint FROM ingested_files WHERE table_name = ?", [table]).fetchall()
+        return dict(rows)
+
+    @staticmethod
+    def record_files(con: Any, *, table: str, files: list[tuple[str, str]], delta_version: int | None, run_id: str | None) -> None:
+        if not files:
+            return
+        now = datetime.now(timezone.utc)
+        con.executemany(
+            """INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (table_name, path) DO UPDATE SET fingerprint = excluded.fingerprint,
+                 delta_version = excluded.delta_version, run_id = excluded.run_id, ingested_at = excluded.ingested_at""",
+            [[table, path, fp, delta_version, run_id, now] for path, fp in files],
+        )

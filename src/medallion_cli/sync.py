@@ -1,0 +1,95 @@
+"""Bring the state file in line with the Delta logs.
+
+Before a layer runs, :func:`sync_table` applies every commit made since the version the
+state file last saw (for instance a commit whose run was killed before it could update
+the state). ``medallion watermark repair`` does the same from version 0 and reports what
+it changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from medallion_cli.commits import CommitInfo, commits_since
+from medallion_cli.state import StateStore
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What syncing one table changed in the state file."""
+
+    table: str
+    from_version: int | None
+    to_version: int | None
+    watermark_before: str | None
+    watermark_after: str | None
+    files_added: int
+    action: str  # none | synced | rebuilt | removed
+
+    @property
+    def changed(self) -> bool:
+        return self.action != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def sync_table(store: StateStore, table: str, uri: str, *, rebuild: bool = False, run_id: str | None = None) -> SyncReport:
+    """Apply the table's commits the state has not seen (all of them with ``rebuild``)."""
+    from deltalake import DeltaTable
+
+    current = store.watermark(table)
+    before = current.value if current else None
+    if not DeltaTable.is_deltatable(uri):
+        if current is None and not store.ingested_files(table):
+            return SyncReport(table, None, None, None, None, 0, "none")
+        with store.connect() as con:
+            store.remove(con, table=table, run_id=run_id, action="repair", note=f"table {uri} does not exist")
+        return SyncReport(table, current.delta_version if current else None, None, before, None, 0, "removed")
+
+    dt = DeltaTable(uri)
+    seen = -1 if rebuild or current is None or current.delta_version is None else current.delta_version
+    commits = commits_since(dt, seen)
+    if not commits and not rebuild:
+        return SyncReport(table, seen, seen, before, before, 0, "none")
+
+    files: dict[str, str] = {} if rebuild else {}
+    reset_files = rebuild
+    last_wm: CommitInfo | None = None
+    for commit in commits:
+        if commit.mode == "full_refresh":
+            files.clear()
+            reset_files = True
+        if commit.files:
+            files.update(dict(commit.files))
+        if commit.watermark_int is not None:
+            last_wm = commit
+    version = dt.version()
+    with store.connect() as con:
+        if rebuild:
+            store.remove(con, table=table, run_id=run_id, action="repair", note="rebuilt from the Delta log")
+        elif reset_files:
+            con.execute("DELETE FROM ingested_files WHERE table_name = ?", [table])
+        store.record_files(con, table=table, files=list(files.items()), delta_version=version, run_id=run_id)
+        if last_wm is not None:
+            value, value_int, column = last_wm.watermark, last_wm.watermark_int, last_wm.watermark_column or "?"
+        elif current is not None and not rebuild:
+            value, value_int, column = current.value, current.value_int, current.column
+        else:
+            value = value_int = column = None
+        if column is not None:
+            store.record(
+                con,
+                table=table,
+                column=column,
+                value=value,
+                value_int=value_int,
+                delta_version=version,
+                run_id=last_wm.run_id if last_wm else (current.run_id if current else run_id),
+                action="repair" if rebuild else "sync",
+                note=f"from Delta versions {seen + 1}..{version}",
+            )
+    return SyncReport(
+        table, None if seen < 0 else seen, version, before, value, len(files), "rebuilt" if rebuild else "synced"
+    )

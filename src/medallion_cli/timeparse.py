@@ -1,0 +1,57 @@
+"""Parse the times and durations users type: ISO dates and timestamps (UTC), and relative
+forms such as ``7 days ago``, ``yesterday`` or ``2 hours``."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, timezone
+
+from medallion_cli.errors import UsageError
+
+_UNITS = {
+    "s": "seconds", "sec": "seconds", "second": "seconds", "seconds": "seconds",
+    "m": "minutes", "min": "minutes", "minute": "minutes", "minutes": "minutes",
+    "h": "hours", "hour": "hours", "hours": "hours",
+    "d": "days", "day": "days", "days": "days",
+    "w": "weeks", "week": "weeks", "weeks": "weeks",
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+
+
+def parse_duration(text: str, *, what: str = "duration") -> timedelta:
+    """``"2 hours"``, ``"30m"``, ``"1 day"``, ``"0"`` to a timedelta."""
+    text = text.strip().lower()
+    if text in ("0", ""):
+        return timedelta(0)
+    match = _DURATION.match(text)
+    if not match or match.group(2) not in _UNITS:
+        raise UsageError(f"{what}: cannot read {text!r} as a duration", hint="e.g. '2 hours', '30 minutes', '1 day'")
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+def parse_time(text: str, *, now: datetime | None = None, what: str = "time") -> datetime:
+    """An ISO date or timestamp (naive means UTC), ``now``, ``today``, ``yesterday`` or ``N units ago``."""
+    now = now or datetime.now(timezone.utc)
+    raw = text.strip().lower()
+    today = datetime.combine(now.date(), time(), tzinfo=timezone.utc)
+    if raw == "now":
+        return now
+    if raw == "today":
+        return today
+    if raw == "yesterday":
+        return today - timedelta(days=1)
+    if raw.endswith(" ago"):
+        return now - parse_duration(raw[: -len(" ago")], what=what)
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(text.strip()), time())
+        except ValueError:
+            raise UsageError(
+                f"{what}: cannot read {text!r} as a time",
+                hint="use an ISO date or timestamp (2024-01-31, 2024-01-31T12:00:00Z) or a relative form ('7 days ago')",
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
