@@ -328,11 +328,13 @@ def _plan_partitions(
         if current.value_int >= version:
             plan.kind, plan.window = "nothing", f"{layer.source.table} unchanged since version {current.value_int}"
             return plan
+        from deltalake.exceptions import DeltaError
+
         try:
             touched = _touched(project, layer, column, current.value_int + 1, version)
-        except Exception as exc:  # no change data feed, or its files were vacuumed
+        except (DeltaError, OSError, _NoChangeFeed) as exc:  # no feed, or its files were vacuumed
             plan.warnings.append(
-                f"cannot read the change data feed of {layer.source.table} ({type(exc).__name__}); recomputing everything"
+                f"cannot read the change data feed of {layer.source.table} ({exc}); recomputing everything"
             )
             plan.kind, plan.window, plan.write_mode, plan.source = "full", "everything (no change feed)", "overwrite", frame
             return plan
@@ -350,17 +352,25 @@ def _plan_partitions(
     return plan
 
 
+class _NoChangeFeed(Exception):
+    pass
+
+
 def _touched(project: Project, layer: LayerConfig, column: str, start: int, end: int) -> tuple[date, date] | None:
     """Min and max of ``column`` over the source's changes in versions ``start..end``."""
     import polars as pl
     from deltalake import DeltaTable
 
     dt = DeltaTable(project.table_uri(str(layer.source.table)))
+    if dt.metadata().configuration.get("delta.enableChangeDataFeed", "false").lower() != "true":
+        # Without the feed delta-rs still answers, from added files only: updates would
+        # show no pre-image and deletes nothing, so the touched range would be wrong.
+        raise _NoChangeFeed("delta.enableChangeDataFeed is not set on it")
     reader = dt.load_cdf(starting_version=start, ending_version=end, columns=[column])
     changes = pl.DataFrame(reader.read_all())
     if changes.height == 0:
         return None
-    lo, hi = changes.select(pl.col(column).min(), pl.col(column).max()).row(0)
+    lo, hi = changes.select(pl.col(column).min().alias("lo"), pl.col(column).max().alias("hi")).row(0)
     if lo is None:
         return None
     return lo, hi

@@ -37,8 +37,9 @@ class Output:
     def __init__(self, *, quiet: bool = False, json_mode: bool = False) -> None:
         self.quiet = quiet
         self.json_mode = json_mode
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        # Piped output gets wide lines (one row per line) instead of rich's 80 columns.
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
     # narration (stderr)
     def status(self, verb: str, text: str) -> None:
@@ -119,4 +120,40 @@ def plan_table(plans: list[Any], rows: dict[str, int | None]) -> Table:
             plan.layer.name, plan.kind, plan.window, _num(rows.get(plan.layer.name)), plan.layer.target.table,
             plan.write_mode + (f" where {plan.predicate}" if plan.predicate else ""),
         )
+    return table
+
+
+def _plain_table(title: str, columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else str(value)
+
+
+def watermark_table(watermarks: list[Any]) -> Table:
+    table = _plain_table("watermarks", ["table", "column", "value", "delta version", "updated at", "run id"])
+    for w in watermarks:
+        table.add_row(w.table, w.column, w.value or "(none)", _num(w.delta_version), _when(w.updated_at), w.run_id or "-")
+    return table
+
+
+def watermark_history_table(changes: list[Any]) -> Table:
+    table = _plain_table("watermark history", ["#", "changed at", "action", "old value", "new value", "delta version", "run id"])
+    for c in changes:
+        table.add_row(str(c.id), _when(c.changed_at), c.action, c.old_value or "-", c.new_value or "-",
+                      _num(c.delta_version), c.run_id or "-")
+    return table
+
+
+def repair_table(reports: list[Any]) -> Table:
+    table = _plain_table("repair", ["table", "result", "watermark before", "watermark after", "delta version", "files"])
+    for r in reports:
+        table.add_row(r.table, r.action, r.watermark_before or "-", r.watermark_after or "-", _num(r.to_version),
+                      f"+{r.files_added}" if r.files_added else "0")
     return table

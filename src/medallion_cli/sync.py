@@ -49,47 +49,45 @@ def sync_table(store: StateStore, table: str, uri: str, *, rebuild: bool = False
         return SyncReport(table, current.delta_version if current else None, None, before, None, 0, "removed")
 
     dt = DeltaTable(uri)
+    version = dt.version()
     seen = -1 if rebuild or current is None or current.delta_version is None else current.delta_version
     commits = commits_since(dt, seen)
     if not commits and not rebuild:
         return SyncReport(table, seen, seen, before, before, 0, "none")
 
-    files: dict[str, str] = {} if rebuild else {}
-    reset_files = rebuild
+    replace_files = rebuild or any(c.mode == "full_refresh" for c in commits)
+    files: dict[str, str] = {}
     last_wm: CommitInfo | None = None
     for commit in commits:
         if commit.mode == "full_refresh":
             files.clear()
-            reset_files = True
         if commit.files:
             files.update(dict(commit.files))
         if commit.watermark_int is not None:
             last_wm = commit
-    version = dt.version()
+    action = "repair" if rebuild else "sync"
+    note = f"from Delta versions {seen + 1}..{version}"
     with store.connect() as con:
-        if rebuild:
-            store.remove(con, table=table, run_id=run_id, action="repair", note="rebuilt from the Delta log")
-        elif reset_files:
+        if replace_files:
             con.execute("DELETE FROM ingested_files WHERE table_name = ?", [table])
         store.record_files(con, table=table, files=list(files.items()), delta_version=version, run_id=run_id)
         if last_wm is not None:
-            value, value_int, column = last_wm.watermark, last_wm.watermark_int, last_wm.watermark_column or "?"
-        elif current is not None and not rebuild:
-            value, value_int, column = current.value, current.value_int, current.column
+            after = last_wm.watermark
+            if current is None or (current.value, current.value_int) != (last_wm.watermark, last_wm.watermark_int):
+                store.record(con, table=table, column=last_wm.watermark_column or "?", value=last_wm.watermark,
+                             value_int=last_wm.watermark_int, delta_version=version, run_id=last_wm.run_id,
+                             action=action, note=note)
+            else:
+                con.execute("UPDATE watermarks SET delta_version = ? WHERE table_name = ?", [version, table])
+        elif rebuild and current is not None:
+            after = None
+            if current.value is not None:  # the log holds no watermark for this table
+                store.record(con, table=table, column=current.column, value=None, value_int=None,
+                             delta_version=version, run_id=run_id, action=action, note=note + ": no watermark in the log")
+            else:
+                con.execute("UPDATE watermarks SET delta_version = ? WHERE table_name = ?", [version, table])
         else:
-            value = value_int = column = None
-        if column is not None:
-            store.record(
-                con,
-                table=table,
-                column=column,
-                value=value,
-                value_int=value_int,
-                delta_version=version,
-                run_id=last_wm.run_id if last_wm else (current.run_id if current else run_id),
-                action="repair" if rebuild else "sync",
-                note=f"from Delta versions {seen + 1}..{version}",
-            )
-    return SyncReport(
-        table, None if seen < 0 else seen, version, before, value, len(files), "rebuilt" if rebuild else "synced"
-    )
+            after = before
+            con.execute("UPDATE watermarks SET delta_version = ? WHERE table_name = ?", [version, table])
+    return SyncReport(table, None if seen < 0 else seen, version, before, after, len(files),
+                      "rebuilt" if rebuild else "synced")

@@ -10,6 +10,7 @@ import typer
 from medallion_cli import __version__
 from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import run as run_cmd
+from medallion_cli.cli import watermark as watermark_cmd
 from medallion_cli.cli.options import State
 from medallion_cli.errors import ExitCode, MedallionError
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.command("init", epilog=EPILOG)(init_cmd.init)
 app.command("run", epilog=EPILOG)(run_cmd.run)
+app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,208 @@
+"""Inspect and change incremental watermarks: show, history, set, reset, repair.
+
+Changes follow plan, show, confirm, apply: :func:`plan_set` / :func:`plan_reset` return a
+:class:`WatermarkPlan` the CLI shows, and :func:`apply` carries it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from medallion_cli.errors import UsageError
+from medallion_cli.incremental import from_micros, micros
+from medallion_cli.project import LayerConfig, Project
+from medallion_cli.state import StateStore, Watermark, WatermarkChange
+from medallion_cli.sync import SyncReport, sync_table
+
+
+@dataclass(frozen=True)
+class WatermarkPlan:
+    """A change to one watermark, before it is applied."""
+
+    table: str
+    layer: str
+    action: str  # set | reset
+    column: str
+    old_value: str | None
+    new_value: str | None
+    new_value_int: int | None
+    effect: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def incremental_layers(project: Project) -> list[LayerConfig]:
+    return [layer for layer in project.layers if layer.incremental is not None]
+
+
+def resolve(project: Project, name: str) -> LayerConfig:
+    """A layer by its name or its target table's name; only incremental layers have watermarks."""
+    for layer in project.layers:
+        if name in (layer.name, layer.target.table):
+            if layer.incremental is None:
+                raise UsageError(f"{name!r} is not incremental and has no watermark",
+                                 hint="add a medallion.incremental section to its layer's YAML")
+            return layer
+    known = ", ".join(layer.target.table for layer in incremental_layers(project))
+    raise UsageError(f"unknown table {name!r}", hint=f"tables with watermarks: {known}")
+
+
+def synced_store(project: Project, layers: list[LayerConfig]) -> StateStore:
+    """The state store after bringing the given layers' entries in line with Delta."""
+    store = StateStore(project.state_path)
+    for layer in layers:
+        sync_table(store, layer.target.table, project.table_uri(layer.target.table))
+    return store
+
+
+def show(project: Project, name: str | None = None) -> list[Watermark]:
+    layers = [resolve(project, name)] if name else incremental_layers(project)
+    store = synced_store(project, layers)
+    tables = {layer.target.table for layer in layers}
+    return [w for w in store.watermarks() if w.table in tables]
+
+
+def history(project: Project, name: str, limit: int | None = None) -> list[WatermarkChange]:
+    layer = resolve(project, name)
+    return StateStore(project.state_path).history(layer.target.table, limit=limit)
+
+
+def plan_set(project: Project, name: str, value: str) -> WatermarkPlan:
+    """Parse ``value`` for the layer's watermark column and describe the change."""
+    from medallion_cli.timeparse import parse_time
+
+    layer = resolve(project, name)
+    inc = layer.incremental
+    store = synced_store(project, [layer])
+    current = store.watermark(layer.target.table)
+    if inc.strategy == "files":
+        raise UsageError(
+            f"{layer.target.table} tracks ingested files, not a value",
+            hint=f"use `medallion watermark reset {layer.target.table}` to ingest every landing file again",
+        )
+    if inc.strategy == "partitions":
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"the watermark of {layer.target.table} is a version of {layer.source.table}: "
+                             f"{value!r} is not an integer") from None
+        if number < -1:
+            raise UsageError("a version is -1 or more")
+        text, as_int, column = str(number), number, f"{layer.source.table} version"
+        effect = f"the next run recomputes the dates changed in {layer.source.table} after version {number}"
+    else:
+        when: datetime = parse_time(value, what="VALUE")
+        as_int = micros(when)
+        text = from_micros(as_int).isoformat().replace("+00:00", "Z")
+        column = str(inc.column)
+        effect = f"the next run reads {layer.source.table} rows with {column} after {text}"
+    return WatermarkPlan(layer.target.table, layer.name, "set", column, current.value if current else None,
+                         text, as_int, effect)
+
+
+def plan_reset(project: Project, name: str) -> WatermarkPlan:
+    layer = resolve(project, name)
+    store = synced_store(project, [layer])
+    current = store.watermark(layer.target.table)
+    strategy = layer.incremental.strategy
+    if strategy == "files":
+        count = len(store.ingested_files(layer.target.table))
+        effect = (f"the next run ingests every landing file again ({count} recorded as ingested); "
+                  f"{layer.target.table} then holds their rows twice, which the merge downstream absorbs")
+    elif strategy == "watermark":
+        effect = f"the next run reads all of {layer.source.table} and merges it into {layer.target.table}"
+    else:
+        effect = f"the next run rebuilds all of {layer.target.table}"
+    return WatermarkPlan(layer.target.table, layer.name, "reset", current.column if current else "-",
+                         current.value if current else None, None, None, effect)
+
+
+def apply(project: Project, plan: WatermarkPlan) -> None:
+    from deltalake import DeltaTable
+
+    store = StateStore(project.state_path)
+    uri = project.table_uri(plan.table)
+    version = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+    with store.connect() as con:
+        if plan.action == "reset":
+            con.execute("DELETE FROM ingested_files WHERE table_name = ?", [plan.table])
+            # The table's current version stays recorded as seen, so a sync does not bring the value back.
+            store.record(con, table=plan.table, column=plan.column, value=None, value_int=None,
+                         delta_version=version, run_id=None, action="reset", note="medallion watermark reset")
+        else:
+            store.record(con, table=plan.table, column=plan.column, value=plan.new_value, value_int=plan.new_value_int,
+                         delta_version=version, run_id=None, action="set", note="medallion watermark set")
+
+
+def repair(project: Project, *, dry_run: bool = False) -> list[SyncReport]:
+    """Rebuild every watermark and ingested-file list from the Delta logs; report differences.
+
+    A manual ``set`` or ``reset`` made since the table's last commit is kept: it is a
+    decision about the next run that the log cannot know about yet.
+    """
+    from deltalake import DeltaTable
+
+    reports = []
+    for layer in incremental_layers(project):
+        table, uri = layer.target.table, project.table_uri(layer.target.table)
+        store = StateStore(project.state_path)
+        before = store.watermark(table)
+        before_files = store.ingested_files(table)
+        last = store.history(table, limit=1)
+        version = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+        manual = last[0] if last and last[0].action in ("set", "reset") and last[0].delta_version == version else None
+        target = StateStore(project.state_path.with_suffix(".repair-preview.duckdb")) if dry_run else store
+        try:
+            report = sync_table(target, table, uri, rebuild=True)
+            if manual is not None:
+                _reapply(target, manual, version)
+            after = target.watermark(table)
+            after_files = target.ingested_files(table)
+        finally:
+            if dry_run:
+                target.path.unlink(missing_ok=True)
+        old_value, new_value = (before.value if before else None), (after.value if after else None)
+        if old_value == new_value and after_files == before_files:
+            action = "unchanged"
+        else:
+            action = "would change" if dry_run else "repaired"
+        if manual is not None:
+            action += f" (kept manual {manual.action})"
+        reports.append(
+            SyncReport(
+                table=table,
+                from_version=before.delta_version if before else None,
+                to_version=report.to_version,
+                watermark_before=old_value,
+                watermark_after=new_value,
+                files_added=len(set(after_files.items()) - set(before_files.items())),
+                action=action,
+            )
+        )
+    return reports
+
+
+def _reapply(store: StateStore, manual: WatermarkChange, version: int | None) -> None:
+    with store.connect() as con:
+        if manual.action == "reset":
+            con.execute("DELETE FROM ingested_files WHERE table_name = ?", [manual.table])
+            store.record(con, table=manual.table, column=manual.column or "-", value=None, value_int=None,
+                         delta_version=version, run_id=None, action="reset", note="kept by repair")
+        else:
+            value_int = _value_int(manual.new_value)
+            store.record(con, table=manual.table, column=manual.column or "-", value=manual.new_value,
+                         value_int=value_int, delta_version=version, run_id=None, action="set", note="kept by repair")
+
+
+def _value_int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        from medallion_cli.timeparse import parse_time
+
+        return micros(parse_time(text))
