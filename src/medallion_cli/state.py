@@ -8,6 +8,7 @@ retries briefly when another medallion process has it open.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,11 @@ from typing import Any
 from medallion_cli.errors import ConflictError, MedallionError
 
 SCHEMA_VERSION = 1
-LOCK_TIMEOUT_S = 10.0
+
+
+def _lock_timeout() -> float:
+    """Seconds to keep retrying while another process has the file (MEDALLION_STATE_LOCK_TIMEOUT)."""
+    return float(os.environ.get("MEDALLION_STATE_LOCK_TIMEOUT", "10"))
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS medallion_meta (key TEXT PRIMARY KEY, value TEXT)",
@@ -126,7 +131,8 @@ class StateStore:
                 con.close()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        timeout = _lock_timeout()
+        deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
             try:
@@ -140,7 +146,7 @@ class StateStore:
                     ) from exc
                 if time.monotonic() >= deadline:
                     raise ConflictError(
-                        f"the state file {self.path} stayed locked by another process for {LOCK_TIMEOUT_S:.0f}s",
+                        f"the state file {self.path} stayed locked by another process for {timeout:g}s",
                         hint="another medallion command is using it; retry when it has finished",
                     ) from exc
                 time.sleep(delay)
