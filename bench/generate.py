@@ -22,8 +22,9 @@ TYPES = np.array(["click", "view", "purchase", "purchase", "refund", "Purchase",
 def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     n_unique = int(rows * 0.97)
+    # Ids grow with event time (like ULIDs, snowflake or sequence ids): sorted days, then ids.
+    day = np.sort(rng.integers(0, days, n_unique))
     ids = np.arange(first_id, first_id + n_unique)
-    day = rng.integers(0, days, n_unique)
     base = datetime(2024, 1, 1, tzinfo=timezone.utc)
     df = pl.DataFrame(
         {
@@ -53,6 +54,24 @@ def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataF
         pl.when(pl.int_range(pl.len()) % 3 == 2).then(pl.lit("hover")).otherwise(pl.col("event_type")).alias("event_type"),
     )
     return pl.concat([df, dups, upd, bad]).sample(fraction=1.0, shuffle=True, seed=seed + 4)
+
+
+def incremental_batch(existing: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
+    """A realistic next batch: half new events on the last 7 days (a few late ones, dated a
+    month back), half updates of existing events from the last 30 days."""
+    n_new = rows // 2
+    fresh = events(n_new, seed, first_id=9 * 10**9, days=7).with_columns(
+        pl.col("event_date") + pl.duration(days=358), pl.col("updated_at") + pl.duration(days=358)
+    )
+    late = fresh.head(max(1, n_new // 20)).with_columns(
+        pl.col("event_date") - pl.duration(days=30), pl.col("updated_at") + pl.duration(hours=1)
+    )
+    fresh = pl.concat([fresh.slice(late.height), late])
+    recent = existing.filter(pl.col("event_date") >= pl.col("event_date").max() - pl.duration(days=30))
+    updates = recent.sample(min(rows - fresh.height, recent.height), seed=seed + 9).with_columns(
+        pl.col("updated_at") + pl.duration(days=1), (pl.col("amount") * 1.1).round(3)
+    )
+    return pl.concat([fresh, updates]).sample(fraction=1.0, shuffle=True, seed=seed + 10)
 
 
 def write_files(df: pl.DataFrame, out: Path, files: int, fmt: str, prefix: str = "events") -> list[Path]:

@@ -7,7 +7,10 @@ For each size: generate landing files (seeded), scaffold a project with the real
   * the baseline script, all layers and per layer, the same way.
 Peak RSS is the child's ru_maxrss (os.wait4). Prints a table and writes bench/.work/results.json.
 
-    python bench/run.py --rows 1000000 5000000 [--files 10] [--repeat 1]
+Then, per size, the incremental case: a full load followed by one `medallion run all` over
+a batch of --batch rows (half new events on recent days, a few late, half updates).
+
+    python bench/run.py --rows 1000000 5000000 [--files 10] [--batch 50000] [--only full|incremental]
 """
 
 from __future__ import annotations
@@ -48,6 +51,41 @@ def fresh_project(root: Path, landing_src: Path, name: str) -> Path:
     for f in landing_src.iterdir():
         os.symlink(f, landing / f.name)
     return project
+
+
+def bench_incremental(rows: int, files: int, batch: int) -> dict:
+    """Full load of ``rows``, then one incremental `run all` over a batch of ``batch`` rows."""
+    sys.path.insert(0, str(HERE))
+    import polars as pl
+    from generate import events, incremental_batch, write_files
+
+    root = WORK / f"inc_{rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    landing = root / "landing"
+    base = events(rows, seed=7)
+    write_files(base, landing, files, "parquet")
+    project = fresh_project(root, landing, "m_inc")
+    full = measured([BIN / "medallion", "run", "all", "--json", "-q"], project)
+    full.pop("stdout")
+    delta = incremental_batch(base, batch, seed=21)
+    del base
+    for path in write_files(delta, root / "batch", 1, "parquet", prefix="increment"):
+        os.symlink(path, project / "data" / "landing" / path.name)
+    inc = measured([BIN / "medallion", "run", "all", "--json", "-q"], project)
+    doc = json.loads(inc.pop("stdout"))
+    inc["layers"] = {l["layer"]: {"s": l["duration_s"], "rows_in": l["rows_in"], "rows_out": l["rows_out"],
+                                  "window": l["window"]} for l in doc["layers"]}
+    shutil.rmtree(root, ignore_errors=True)
+    return {"rows": rows, "batch": batch, "full": full, "incremental": inc}
+
+
+def report_incremental(results: list[dict]) -> None:
+    print("\n== incremental `run all` after a full load (same batch on every table size) ==")
+    print(f"{'table rows':>12}{'batch':>9}{'full load':>12}{'incremental':>13}{'ratio':>8}   per layer")
+    for r in results:
+        full, inc = r["full"]["wall_s"], r["incremental"]["wall_s"]
+        layers = ", ".join(f"{k} {v['s']:.2f}s" for k, v in r["incremental"]["layers"].items())
+        print(f"{r['rows']:>12,}{r['batch']:>9,}{full:>11.2f}s{inc:>12.2f}s{inc / full:>7.0%}   {layers}")
 
 
 def bench_size(rows: int, files: int) -> dict:
@@ -112,11 +150,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--files", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=50_000, help="incremental batch rows (default: 1%% of 5M)")
+    parser.add_argument("--only", choices=["full", "incremental"], help="run one part of the benchmark")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    results = [bench_size(rows, args.files) for rows in args.rows]
+    results: dict = {}
+    if args.only != "incremental":
+        results["full"] = [bench_size(rows, args.files) for rows in args.rows]
+    if args.only != "full":
+        results["incremental"] = [bench_incremental(rows, args.files, args.batch) for rows in args.rows]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
-    report(results)
+    if "full" in results:
+        report(results["full"])
+    if "incremental" in results:
+        report_incremental(results["incremental"])
 
 
 if __name__ == "__main__":

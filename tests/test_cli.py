@@ -15,20 +15,28 @@ from medallion_cli.errors import ExitCode
 HEAVY = ("polars", "deltalake", "duckdb", "pandera", "flowerpower", "hamilton", "pyarrow", "pandas", "s3fs")
 
 
-def commands() -> list[str]:
+def commands() -> list[tuple[str, ...]]:
+    """Every leaf command as its argv path, e.g. ("watermark", "show")."""
     import typer.main
 
-    group = typer.main.get_command(app)
-    return sorted(group.commands)
+    def walk(group, prefix):
+        for name, cmd in sorted(group.commands.items()):
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, (*prefix, name))
+            else:
+                yield (*prefix, name)
+
+    return list(walk(typer.main.get_command(app), ()))
 
 
 def test_every_command_has_help_with_an_example():
-    assert commands() == ["init", "run"]
-    for name in commands():
-        r = medallion(name, "--help")
+    assert ("init",) in commands() and ("watermark", "repair") in commands()
+    for path in commands():
+        r = medallion(*path, "--help")
         assert r.exit_code == 0, r
-        assert "Example:" in r.stdout, name
-        assert "Exit codes:" in r.stdout, name
+        assert "Example:" in r.stdout, path
+    for path in {p[:1] for p in commands()}:
+        assert "Exit codes:" in medallion(*path, "--help").stdout, path
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["init", "--help"], ["--version"]])
