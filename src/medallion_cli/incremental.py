@@ -33,6 +33,19 @@ class Window:
     def __bool__(self) -> bool:
         return self.since is not None or self.until is not None
 
+    @classmethod
+    def parse(cls, since: str | None, until: str | None) -> Window:
+        """From the text of ``--since`` / ``--until``; ``since`` must come before ``until``."""
+        from medallion_cli.timeparse import parse_time
+
+        window = cls(
+            since=parse_time(since, what="--since") if since else None,
+            until=parse_time(until, what="--until") if until else None,
+        )
+        if window.since and window.until and window.since >= window.until:
+            raise UsageError(f"--since {since} is not before --until {until}", hint="--since is inclusive, --until exclusive")
+        return window
+
     def describe(self) -> str:
         lo = _iso(self.since) if self.since else "the beginning"
         hi = _iso(self.until) if self.until else "now"

@@ -158,6 +158,10 @@ class RunOptions:
     full_refresh: bool = False
     wait: float | None = None  # seconds to wait for a busy layer; None fails at once
 
+    def __post_init__(self) -> None:
+        if self.window and self.full_refresh:
+            raise UsageError("--full-refresh reprocesses everything: it takes no --since/--until")
+
 
 def run_project(
     project: Project,

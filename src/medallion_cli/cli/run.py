@@ -45,22 +45,10 @@ def run(
     from medallion_cli.output import plan_table, run_table
     from medallion_cli.project import find_project_root, load_project
     from medallion_cli.runner import RunOptions, count_rows, parse_overrides, plan_project, run_project
-    from medallion_cli.timeparse import parse_time
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     project = load_project(find_project_root(project_dir))
-    window = Window(
-        since=parse_time(since, what="--since") if since else None,
-        until=parse_time(until, what="--until") if until else None,
-    )
-    if window.since and window.until and window.since >= window.until:
-        from medallion_cli.errors import UsageError
-
-        raise UsageError(f"--since {since} is not before --until {until}", hint="--since is inclusive, --until exclusive")
-    if window and full_refresh:
-        from medallion_cli.errors import UsageError
-
-        raise UsageError("--full-refresh reprocesses everything: it takes no --since/--until")
+    window = Window.parse(since, until)
     options = RunOptions(
         overrides=parse_overrides(set_ or []),
         executor=executor,
