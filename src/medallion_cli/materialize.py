@@ -26,6 +26,8 @@ class WriteOutcome:
     operation: str
     version: int | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    added_columns: tuple[str, ...] = ()
+    null_filled_columns: tuple[str, ...] = ()
 
 
 def prepare_frame(df: pl.DataFrame, *, table: str) -> pl.DataFrame:
@@ -49,30 +51,64 @@ def prepare_frame(df: pl.DataFrame, *, table: str) -> pl.DataFrame:
     return df.with_columns(casts) if casts else df
 
 
-def check_compatible(df: pl.DataFrame, uri: str, *, table: str) -> None:
-    """Refuse a frame whose columns or types differ from the existing table's."""
+def _lossless(source: Any, target: Any) -> bool:
+    """Can every value of dtype ``source`` be stored as ``target`` unchanged?"""
+    import polars as pl
+
+    ints = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64}
+    uints = {pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32, pl.UInt64: 64}
+    s, t = source.base_type(), target.base_type()
+    if s in ints and t in ints:
+        return ints[s] <= ints[t]
+    if s in uints and t in ints:
+        return uints[s] < ints[t]
+    if s in uints and t in uints:
+        return uints[s] <= uints[t]
+    if s == pl.Float32 and t == pl.Float64:
+        return True
+    if (s in ints and ints[s] <= 32 or s in uints and uints[s] <= 32) and t == pl.Float64:
+        return True
+    return False
+
+
+def reconcile_schema(df: pl.DataFrame, uri: str, *, table: str, evolution: str) -> tuple[pl.DataFrame, list[str], list[str]]:
+    """Fit ``df`` to the existing table's schema.
+
+    Returns the frame (widened losslessly where needed, missing columns as nulls), the new
+    columns it adds and the table columns it lacks. New or missing columns are refused
+    unless ``evolution == "merge"``; a type change that could lose data is always refused
+    (delta-rs would silently cast, e.g. store 2.5 as 2 in an integer column).
+    """
     import polars as pl
 
     current = pl.scan_delta(uri).collect_schema()
     incoming = df.schema
+    added = [c for c in incoming if c not in current]
     missing = [c for c in current if c not in incoming]
-    extra = [c for c in incoming if c not in current]
-    if missing or extra:
+    if (added or missing) and evolution != "merge":
         parts = []
-        if extra:
-            parts.append(f"new columns {', '.join(extra)}")
+        if added:
+            parts.append(f"new columns {', '.join(added)}")
         if missing:
             parts.append(f"missing columns {', '.join(missing)}")
         raise MaterializeError(
             f"output does not match table {table}: {'; '.join(parts)}",
-            hint="change the pipeline back, or rebuild the table (schema evolution comes in a later release)",
+            hint="set `schema_evolution: merge` in the layer's medallion section to add or null-fill them, or change the pipeline back",
         )
-    retyped = [f"{c} ({current[c]} -> {incoming[c]})" for c in current if current[c] != incoming[c]]
-    if retyped:
-        raise MaterializeError(
-            f"output changes column types of table {table}: {', '.join(retyped)}",
-            hint="cast the columns in the pipeline to the table's types; delta-rs would cast silently and may lose data",
-        )
+    casts = []
+    for col in incoming:
+        if col in current and incoming[col] != current[col]:
+            if not _lossless(incoming[col], current[col]):
+                raise MaterializeError(
+                    f"column {col!r} of {table} is {current[col]} but the output is {incoming[col]}: writing it could lose data",
+                    hint=f"cast {col} in the pipeline to {current[col]} (rounding as you intend), or rebuild the table with --full-refresh",
+                )
+            casts.append(pl.col(col).cast(current[col]))
+    if casts:
+        df = df.with_columns(casts)
+    if missing:
+        df = df.with_columns(pl.lit(None, dtype=current[c]).alias(c) for c in missing)
+    return df, added, missing
 
 
 def write(
@@ -84,6 +120,7 @@ def write(
     mode: str | None = None,
     predicate: str | None = None,
     app_transaction: tuple[str, int] | None = None,
+    replace_schema: bool = False,
     target_file_size_mb: int | None = None,
     storage_options: dict[str, str] | None = None,
 ) -> WriteOutcome:
@@ -94,6 +131,8 @@ def write(
             table) or ``replace`` (the rows matching ``predicate``); default ``target.mode``.
         app_transaction: ``(app_id, version)`` stored in the same atomic commit as the
             data; the incremental watermark.
+        replace_schema: with ``mode="overwrite"``, the table takes the frame's schema
+            (a full refresh rebuilds the table, so no stored value is cast).
 
     An empty frame writes nothing for append and merge (no empty commits); overwrite and
     replace always write, so an empty result empties the table or the replaced range.
@@ -103,10 +142,16 @@ def write(
     mode = mode or target.mode
     df = prepare_frame(df, table=target.table)
     exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
-    if exists:
-        check_compatible(df, uri, table=target.table)
+    added: list[str] = []
+    missing: list[str] = []
+    if exists and replace_schema and mode == "overwrite":
+        pass
+    elif exists:
+        df, added, missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution)
     if df.height == 0 and (mode in ("append", "merge") or not exists):
         return WriteOutcome(operation="none", version=None)
+    changes = {"added_columns": tuple(added), "null_filled_columns": tuple(missing)}
+    schema_mode = "overwrite" if replace_schema and mode == "overwrite" else ("merge" if added else None)
     txns = [Transaction(app_transaction[0], app_transaction[1])] if app_transaction else None
     commit = CommitProperties(custom_metadata=metadata, app_transactions=txns)
     size = target_file_size_mb or target.target_file_size_mb
@@ -126,15 +171,17 @@ def write(
         operation = "create"
     elif mode == "merge":
         _check_unique_keys(df, target)
-        return _merge(df, DeltaTable(uri, storage_options=storage_options), target, commit)
+        outcome = _merge(df, DeltaTable(uri, storage_options=storage_options), target, commit, merge_schema=bool(added))
+        return WriteOutcome(outcome.operation, outcome.version, outcome.metrics, **changes)
     elif mode == "replace":
-        write_deltalake(uri, df, mode="overwrite", predicate=predicate, partition_by=partition_by, **common)
+        write_deltalake(uri, df, mode="overwrite", predicate=predicate, partition_by=partition_by,
+                        schema_mode=schema_mode, **common)
         operation = "replace"
     else:
-        write_deltalake(uri, df, mode=mode, partition_by=partition_by, **common)
+        write_deltalake(uri, df, mode=mode, partition_by=partition_by, schema_mode=schema_mode, **common)
         operation = mode
     version = DeltaTable(uri, storage_options=storage_options).version()
-    return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height})
+    return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height}, **changes)
 
 
 def _check_unique_keys(df: pl.DataFrame, target: TargetConfig) -> None:
@@ -148,7 +195,7 @@ def _check_unique_keys(df: pl.DataFrame, target: TargetConfig) -> None:
         )
 
 
-def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any) -> WriteOutcome:
+def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any, *, merge_schema: bool = False) -> WriteOutcome:
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in target.keys)
     merger = table.merge(
         source=df,
@@ -156,6 +203,7 @@ def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any) -> W
         source_alias="s",
         target_alias="t",
         commit_properties=commit,
+        merge_schema=merge_schema,
         # The source is already in memory: letting delta-rs see it whole lets it prune
         # target files by the source's key range (4x faster on a 5M-row table).
         streamed_exec=False,

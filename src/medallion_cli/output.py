@@ -157,3 +157,77 @@ def repair_table(reports: list[Any]) -> Table:
         table.add_row(r.table, r.action, r.watermark_before or "-", r.watermark_after or "-", _num(r.to_version),
                       f"+{r.files_added}" if r.files_added else "0")
     return table
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def tables_table(tables: list[Any]) -> Table:
+    t = _plain_table("tables", ["layer", "table", "version", "rows", "files", "size", "last commit", "last run", "uri"])
+    for x in tables:
+        if not x.exists:
+            t.add_row(x.layer, x.table, "-", "-", "-", "-", "(not created yet)", "-", x.uri)
+        else:
+            t.add_row(x.layer, x.table, str(x.version), _num(x.rows), _num(x.files), human_size(x.size_bytes),
+                      _when(x.last_commit), x.last_run_id or "-", x.uri)
+    return t
+
+
+def history_table(name: str, entries: list[Any]) -> Table:
+    t = _plain_table(f"history of {name} (newest first)", ["version", "timestamp", "operation", "rows +", "rows ~", "rows -",
+                                                           "files +", "files -", "duration", "run id", "watermark"])
+    for e in entries:
+        t.add_row(str(e.version), _when(e.timestamp), e.operation or "-", _num(e.rows_added), _num(e.rows_updated),
+                  _num(e.rows_deleted), _num(e.files_added), _num(e.files_removed),
+                  "-" if e.duration_ms is None else f"{e.duration_ms / 1000:.2f}s", e.run_id or "-", e.watermark or "-")
+    return t
+
+
+def describe_tables(info: Any) -> list[Table]:
+    head = _plain_table(f"{info.name} at version {info.version}", ["property", "value"])
+    head.add_row("uri", info.uri)
+    if info.table_name:
+        head.add_row("name", info.table_name)
+    head.add_row("partition columns", ", ".join(info.partition_columns) or "(none)")
+    head.add_row("protocol", f"reader {info.min_reader_version}, writer {info.min_writer_version}")
+    if info.reader_features or info.writer_features:
+        head.add_row("features", f"reader: {', '.join(info.reader_features) or '-'}; writer: {', '.join(info.writer_features) or '-'}")
+    head.add_row("files", f"{info.files:,} ({human_size(info.size_bytes)})")
+    head.add_row("rows (file stats)", _num(info.rows_from_stats))
+    head.add_row("created", _when(info.created))
+    for key, value in sorted(info.properties.items()):
+        head.add_row(key, value)
+    cols = _plain_table("schema", ["column", "type", "nullable"])
+    for c in info.columns:
+        cols.add_row(c["name"], c["type"], "yes" if c["nullable"] else "no")
+    return [head, cols]
+
+
+def frame_table(frame: Any) -> Table:
+    t = _plain_table(f"{frame.height} row(s)", [str(c) for c in frame.columns])
+    for row in frame.iter_rows():
+        t.add_row(*("null" if v is None else str(v) for v in row))
+    return t
+
+
+def diff_tables(d: Any) -> list[Table]:
+    head = _plain_table(f"{d.name}: version {d.from_version} -> {d.to_version}", ["change", "detail"])
+    head.add_row("rows", f"{d.rows_from:,} -> {d.rows_to:,} ({d.rows_to - d.rows_from:+,})")
+    head.add_row("columns added", ", ".join(d.added_columns) or "-")
+    head.add_row("columns dropped", ", ".join(d.dropped_columns) or "-")
+    head.add_row("columns retyped", ", ".join(f"{r['column']} ({r['from']} -> {r['to']})" for r in d.retyped_columns) or "-")
+    out = [head]
+    for label, frame in (("rows added", d.rows_added), ("rows removed", d.rows_removed)):
+        if frame is not None:
+            t = frame_table(frame)
+            t.title = f"{label} (at most the limit): {frame.height}"
+            out.append(t)
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class TargetConfig:
     partition_by: tuple[str, ...] = ()
     target_file_size_mb: int | None = None
     properties: dict[str, str] = field(default_factory=dict)
+    schema_evolution: str = "fail"  # merge: add new output columns to the table
 
 
 STRATEGIES = ("files", "watermark", "partitions")
@@ -260,6 +261,10 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     if not isinstance(output, str) or not _IDENTIFIER.match(output):
         raise ConfigError(f"{path}: medallion.output must name the DAG node whose frame is written")
     target = _load_target(_mapping(med.get("target"), path, "medallion.target"), path)
+    evolution = med.get("schema_evolution", "fail")
+    if evolution not in ("merge", "fail"):
+        raise ConfigError(f"{path}: medallion.schema_evolution must be `merge` or `fail`, got {evolution!r}")
+    target = replace(target, schema_evolution=evolution)
 
     inputs = _mapping(run.get("inputs"), path, "run.inputs")
     clash = sorted(set(inputs) & {*RUNTIME_INPUTS, source.input_name})

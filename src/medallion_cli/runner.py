@@ -327,9 +327,12 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         mode=plan.write_mode,
         predicate=plan.predicate,
         app_transaction=(app_id(target.table), wm[1]) if wm else None,
+        replace_schema=plan.kind == "full_refresh",
         target_file_size_mb=options.overrides.get("target_file_size_mb"),
     )
     _crash_point(layer, "committed")
+    warnings += [f"added column {c} to {target.table} (existing rows are null)" for c in outcome.added_columns]
+    warnings += [f"column {c} of {target.table} is missing from the output: written as null" for c in outcome.null_filled_columns]
     if inc is not None:
         _record_state(store, layer, uri, plan, outcome.version, ctx.run_id)
     _crash_point(layer, "recorded")

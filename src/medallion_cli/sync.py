@@ -35,6 +35,28 @@ class SyncReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+# Commit modes after which a bronze table holds exactly the files the commit lists.
+RESETS_FILES = ("full_refresh", "restore")
+
+
+def fold(commits: list[CommitInfo]) -> tuple[dict[str, str], CommitInfo | None]:
+    """Ingested files and the commit holding the watermark, after ``commits`` (oldest first).
+
+    A restore commit always counts as the watermark commit, even without a value: the
+    table then went back to before its first watermark.
+    """
+    files: dict[str, str] = {}
+    last_wm: CommitInfo | None = None
+    for commit in commits:
+        if commit.mode in RESETS_FILES:
+            files.clear()
+        if commit.files:
+            files.update(dict(commit.files))
+        if commit.watermark_int is not None or commit.mode == "restore":
+            last_wm = commit
+    return files, last_wm
+
+
 def sync_table(store: StateStore, table: str, uri: str, *, rebuild: bool = False, run_id: str | None = None) -> SyncReport:
     """Apply the table's commits the state has not seen (all of them with ``rebuild``)."""
     from deltalake import DeltaTable
@@ -55,23 +77,20 @@ def sync_table(store: StateStore, table: str, uri: str, *, rebuild: bool = False
     if not commits and not rebuild:
         return SyncReport(table, seen, seen, before, before, 0, "none")
 
-    replace_files = rebuild or any(c.mode == "full_refresh" for c in commits)
-    files: dict[str, str] = {}
-    last_wm: CommitInfo | None = None
-    for commit in commits:
-        if commit.mode == "full_refresh":
-            files.clear()
-        if commit.files:
-            files.update(dict(commit.files))
-        if commit.watermark_int is not None:
-            last_wm = commit
+    replace_files = rebuild or any(c.mode in RESETS_FILES for c in commits)
+    files, last_wm = fold(commits)
     action = "repair" if rebuild else "sync"
     note = f"from Delta versions {seen + 1}..{version}"
     with store.connect() as con:
         if replace_files:
             con.execute("DELETE FROM ingested_files WHERE table_name = ?", [table])
         store.record_files(con, table=table, files=list(files.items()), delta_version=version, run_id=run_id)
-        if last_wm is not None:
+        if last_wm is not None and last_wm.watermark_int is None:  # restored to before any watermark
+            after = None
+            if current is not None and current.value is not None:
+                store.record(con, table=table, column=current.column, value=None, value_int=None,
+                             delta_version=version, run_id=last_wm.run_id, action=action, note=note + ": restored")
+        elif last_wm is not None:
             after = last_wm.watermark
             if current is None or (current.value, current.value_int) != (last_wm.watermark, last_wm.watermark_int):
                 store.record(con, table=table, column=last_wm.watermark_column or "?", value=last_wm.watermark,

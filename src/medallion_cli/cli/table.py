@@ -1,0 +1,248 @@
+"""Table commands: tables, history, describe, show, diff, restore, vacuum, optimize."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, YesOpt, confirm, setup
+
+TableArg = Annotated[str, typer.Argument(help="Project table or layer (silver_events, silver), or a path/URI of any Delta table.", show_default=False)]
+VersionOpt = Annotated[int | None, typer.Option("--version", "-v", min=0, help="Table version (time travel).", show_default=False)]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Time travel to this time (ISO timestamp, '2 days ago').", show_default=False)]
+
+
+def _ref(name: str, project_dir):
+    """Resolve a table; the project is optional for paths and URIs."""
+    from medallion_cli.delta import resolve
+    from medallion_cli.errors import ProjectNotFoundError
+    from medallion_cli.project import find_project_root, load_project
+
+    try:
+        project = load_project(find_project_root(project_dir))
+    except ProjectNotFoundError:
+        if project_dir is not None:
+            raise
+        project = None
+    return resolve(name, project), project
+
+
+def _as_of(text: str | None):
+    from medallion_cli.timeparse import parse_time
+
+    return parse_time(text, what="--as-of") if text else None
+
+
+def tables(project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """List the project's tables: layer, URI, version, rows, files, size, last commit and run.
+
+    Example: medallion tables --json
+    """
+    from medallion_cli.delta import list_tables
+    from medallion_cli.output import tables_table
+    from medallion_cli.project import find_project_root, load_project
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    found = list_tables(load_project(find_project_root(project_dir)))
+    if json_mode:
+        out.json({"tables": [t.to_dict() for t in found]})
+    else:
+        out.table(tables_table(found))
+
+
+def history(
+    table: TableArg,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Newest N commits.")] = None,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Commits of a table, newest first: operation, rows and files changed, medallion's run.
+
+    Example: medallion history silver --limit 10 · medallion history ./some/delta/table --json
+    """
+    from medallion_cli import delta
+    from medallion_cli.output import history_table
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    ref, _ = _ref(table, project_dir)
+    entries = delta.history(ref, limit=limit)
+    if json_mode:
+        out.json({"table": ref.name, "uri": ref.uri, "history": [e.to_dict() for e in entries]})
+    else:
+        out.table(history_table(ref.name, entries))
+
+
+def describe(
+    table: TableArg, version: VersionOpt = None,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Schema (with nullability), partitioning, properties, protocol, files and size.
+
+    Example: medallion describe gold_daily_sales --version 3
+    """
+    from medallion_cli import delta
+    from medallion_cli.output import describe_tables
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    ref, _ = _ref(table, project_dir)
+    info = delta.describe(ref, version=version)
+    if json_mode:
+        out.json(info.to_dict())
+    else:
+        for t in describe_tables(info):
+            out.table(t)
+
+
+def show(
+    table: TableArg, version: VersionOpt = None, as_of: AsOfOpt = None,
+    where: Annotated[str | None, typer.Option("--where", help="SQL filter, e.g. \"region = 'north' AND amount > 10\".", show_default=False)] = None,
+    columns: Annotated[str | None, typer.Option("--columns", help="Comma-separated columns to show.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Rows to show.")] = 20,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Preview rows, optionally at an earlier version or time.
+
+    Example: medallion show silver --where "region = 'north'" --columns event_id,amount --limit 5
+    """
+    from medallion_cli import delta
+    from medallion_cli.errors import UsageError
+    from medallion_cli.output import frame_table
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    if version is not None and as_of is not None:
+        raise UsageError("pass --version or --as-of, not both")
+    if json_mode and csv:
+        raise UsageError("pass --json or --csv, not both")
+    ref, _ = _ref(table, project_dir)
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    frame = delta.show(ref, version=version, as_of=_as_of(as_of), where=where, columns=cols, limit=limit)
+    if json_mode:
+        out.json({"table": ref.name, "rows": frame.to_dicts()})
+    elif csv:
+        out.out.file.write(frame.write_csv())
+    else:
+        out.table(frame_table(frame))
+
+
+def diff(
+    table: TableArg,
+    from_version: Annotated[int, typer.Argument(help="Older version.", min=0)],
+    to_version: Annotated[int | None, typer.Argument(help="Newer version (default: latest).", min=0)] = None,
+    rows: Annotated[bool, typer.Option("--rows", help="Also list rows added and removed.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many rows each way.")] = 20,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """What changed between two versions: columns added, dropped, retyped; row count; rows.
+
+    Example: medallion diff silver 3 5 --rows --limit 10
+    """
+    from medallion_cli import delta
+    from medallion_cli.output import diff_tables
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    ref, _ = _ref(table, project_dir)
+    result = delta.diff(ref, from_version, to_version, rows=rows, limit=limit)
+    if json_mode:
+        out.json(result.to_dict())
+    else:
+        for t in diff_tables(result):
+            out.table(t)
+
+
+def restore(
+    table: TableArg, version: VersionOpt = None, as_of: AsOfOpt = None, yes: YesOpt = False, dry_run: DryRunOpt = False,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Restore a table to an earlier version (its watermark goes back with it).
+
+    Example: medallion restore silver --version 4 --dry-run
+    """
+    from medallion_cli import maintenance
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    ref, project = _ref(table, project_dir)
+    plan = maintenance.plan_restore(project, ref, version=version, as_of=_as_of(as_of))
+    out.info(f"restore {plan.table} from version {plan.current_version} ({plan.rows_now:,} rows) "
+             f"to version {plan.target_version} ({plan.rows_then:,} rows)")
+    if plan.watermark_column:
+        out.info(f"watermark ({plan.watermark_column}): {plan.watermark_now or '(none)'} -> {plan.watermark_then or '(none)'}"
+                 " (recorded in the restore commit; delta-rs does not roll app transactions back by itself)")
+    if plan.files_then is not None:
+        out.info(f"ingested files go back to the {len(plan.files_then)} of that version; later files are ingested again by the next run")
+    for other in plan.downstream_resets:
+        out.info(f"{other} was built from later versions: its watermark is reset, the next run rebuilds it")
+    if dry_run:
+        if json_mode:
+            out.json({"plan": plan.to_dict(), "applied": False})
+        return
+    confirm(f"Restore {plan.table} to version {plan.target_version}?", yes=yes)
+    new_version = maintenance.apply_restore(project, ref, plan)
+    out.status("restored", f"{plan.table} (new version {new_version})")
+    if json_mode:
+        out.json({"plan": plan.to_dict(), "applied": True, "new_version": new_version})
+
+
+def vacuum(
+    table: TableArg,
+    retention_hours: Annotated[int | None, typer.Option("--retention-hours", help="Keep files needed by versions newer than this (default 168).", show_default=False)] = None,
+    allow_short: Annotated[bool, typer.Option("--allow-short-retention", help="Allow a retention below 168 hours.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Also delete orphan files no version ever referenced (e.g. from killed writes).")] = False,
+    yes: YesOpt = False, dry_run: DryRunOpt = False,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Delete data files no longer needed. A dry run unless --yes.
+
+    Example: medallion vacuum bronze --retention-hours 336 --yes
+    """
+    from medallion_cli import maintenance
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    ref, _ = _ref(table, project_dir)
+    plan = maintenance.plan_vacuum(ref, retention_hours=retention_hours, allow_short=allow_short, full=full)
+    out.info(f"vacuum {plan.table}: {len(plan.files)} file(s) to delete (retention {plan.retention_hours} h)")
+    if plan.versions_losing_time_travel:
+        v = plan.versions_losing_time_travel
+        out.info(f"time travel to versions {v[0]}..{v[-1]} (before {plan.cutoff:%Y-%m-%d %H:%M} UTC) will stop working")
+    if dry_run or not yes or not plan.files:
+        if not plan.files:
+            out.info("nothing to delete")
+        elif not dry_run:
+            out.info("dry run: pass --yes to delete")
+        if json_mode:
+            out.json({"plan": plan.to_dict(), "applied": False})
+        return
+    deleted = maintenance.apply_vacuum(ref, plan, allow_short=allow_short)
+    out.status("vacuumed", f"{plan.table}: {len(deleted)} file(s) deleted")
+    if json_mode:
+        out.json({"plan": plan.to_dict(), "applied": True, "deleted": len(deleted)})
+
+
+def optimize(
+    table: TableArg,
+    z_order: Annotated[str | None, typer.Option("--z-order", help="Comma-separated columns to cluster by.", show_default=False)] = None,
+    target_size_mb: Annotated[int, typer.Option("--target-size-mb", min=1, help="Size of the rewritten files.")] = 128,
+    yes: YesOpt = False, dry_run: DryRunOpt = False,
+    project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Compact small files (or z-order by columns) into fewer, larger ones.
+
+    Example: medallion optimize silver --z-order event_id --yes
+    """
+    from medallion_cli import maintenance
+
+    out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
+    ref, _ = _ref(table, project_dir)
+    cols = [c.strip() for c in z_order.split(",") if c.strip()] if z_order else None
+    plan = maintenance.plan_optimize(ref, z_order=cols, target_size_mb=target_size_mb)
+    how = f"z-order by {', '.join(plan.z_order)}" if plan.z_order else "compact"
+    out.info(f"optimize {plan.table} ({how}): {plan.files} file(s), {plan.small_files} small, target {plan.target_size_mb} MB")
+    if dry_run:
+        if json_mode:
+            out.json({"plan": plan.to_dict(), "applied": False})
+        return
+    confirm(f"Optimize {plan.table}?", yes=yes)
+    metrics = maintenance.apply_optimize(ref, plan)
+    out.status("optimized", f"{plan.table}: {metrics.get('numFilesRemoved', '?')} file(s) rewritten into {metrics.get('numFilesAdded', '?')}")
+    if json_mode:
+        out.json({"plan": plan.to_dict(), "applied": True, "metrics": metrics})
