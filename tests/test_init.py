@@ -130,7 +130,7 @@ def test_generated_project_tests_pass(project):
         cwd=project, capture_output=True, text=True, timeout=300,
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "3 passed" in p.stdout
+    assert "4 passed" in p.stdout
 
 
 def test_generated_schemas_module_imports_and_validates(ran_project):

@@ -225,14 +225,15 @@ def test_schema_evolution_merge_adds_the_column_and_names_it(ran_project):
 
 
 def test_schema_evolution_fail_stops_before_writing(ran_project):
-    module = ran_project / "pipelines" / "silver.py"
-    module.write_text(module.read_text().replace(".select(EVENT_COLUMNS)", ".select(*EVENT_COLUMNS, pl.lit(1).alias(\"extra\"))"))
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text().replace(
+        '.alias("rolling_mean_sales")\n    )', '.alias("rolling_mean_sales"),\n        pl.lit(1).alias("extra")\n    )'))
     add_landing_file(ran_project, "more.csv")
-    before = DeltaTable(str(ran_project / "lake" / "silver_events")).version()
+    before = DeltaTable(str(ran_project / "lake" / "gold_daily_sales")).version()
     r = medallion("run", "all", "-C", ran_project)
     assert r.exit_code == ExitCode.RUN_FAILED, r
     assert "new columns extra" in r.stderr and "schema_evolution: merge" in r.stderr
-    assert DeltaTable(str(ran_project / "lake" / "silver_events")).version() == before
+    assert DeltaTable(str(ran_project / "lake" / "gold_daily_sales")).version() == before
 
 
 def test_diff_and_history_of_a_table_after_restore_and_vacuum(tmp_path):

@@ -261,3 +261,22 @@ def diff_tables(d: Any) -> list[Table]:
             t.title = f"{label} (at most the limit): {frame.height}"
             out.append(t)
     return out
+
+
+def quality_tables(doc: dict) -> list[Table]:
+    checks = _plain_table(f"quarantine of {doc['table']}: {doc['rows']:,} row(s)" + (f" from run {doc['run_id']}" if doc["run_id"] else ""),
+                          ["schema", "column", "check", "rows", "samples"])
+    for c in doc["checks"]:
+        checks.add_row(c["schema"], c["column"] or "-", c["check"], f"{c['rows']:,}",
+                       ", ".join("null" if v is None else str(v) for v in c["samples"]))
+    runs = _plain_table("runs", ["run id", "rows", "quarantined at"])
+    for r in doc["runs"]:
+        runs.add_row(r["run_id"], f"{r['rows']:,}", _when(r["at"]))
+    return [checks, runs]
+
+
+def checks_table(results: list[Any]) -> Table:
+    t = _plain_table("checks", ["layer", "check", "result", "detail"])
+    for r in results:
+        t.add_row(r.layer or "-", r.check, Text("ok", style="green") if r.ok else Text("FAILED", style="red"), r.message)
+    return t

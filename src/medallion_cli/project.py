@@ -95,6 +95,7 @@ class LayerConfig:
     inputs: dict[str, Any]
     executor: str | None
     incremental: IncrementalConfig | None = None
+    quality: Any = None  # quality.QualityConfig
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,9 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         raise ConfigError(f"{path}: run.inputs may not set {', '.join(clash)}: medallion provides them")
     executor = _mapping(run.get("executor"), path, "run.executor").get("type")
     incremental = _load_incremental(med.get("incremental"), path, source, target, inputs)
+    from medallion_cli.quality import load_config as load_quality
+
+    quality = load_quality(med.get("quality"), path)
     return LayerConfig(
         name=name,
         config_path=path,
@@ -281,6 +285,7 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         inputs=dict(inputs),
         executor=executor,
         incremental=incremental,
+        quality=quality,
     )
 
 

@@ -13,7 +13,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -56,6 +56,7 @@ class LayerResult:
     watermark_before: str | None = None
     watermark_after: str | None = None
     files_skipped: int | None = None
+    quality: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -308,6 +309,18 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
 
     inc = layer.incremental
     wm = plan.watermark_after
+    report = None
+    if layer.quality is not None:
+        from medallion_cli import quality
+
+        df, rejected, report = quality.validate(df, layer, project, layer.quality)
+        if rejected is not None:
+            quality.write_quarantine(
+                rejected, project.table_uri(quality.quarantine_table(layer)), run_id=ctx.run_id, layer=layer.name,
+                at=ctx.started, watermark=wm[1] if wm else None,
+                metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
+            )
+        _crash_point(layer, "quarantined")
     files = [(f.name, f.fingerprint) for f in plan.files] if inc is not None and inc.strategy == "files" else None
     metadata = build_metadata(
         run_id=ctx.run_id,
@@ -338,7 +351,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     _crash_point(layer, "recorded")
     status = "written" if outcome.version is not None else "unchanged"
     result = _result(layer, uri, plan, status, outcome, rows_in, df.height, time.perf_counter() - t_layer, warnings)
-    return result
+    return replace(result, quality=report.to_dict() if report else None)
 
 
 def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str) -> None:

@@ -1,7 +1,8 @@
 """Pandera schemas for this project's tables (polars backend).
 
-medallion's data-quality gates validate layer outputs against these before writing.
-Import pandera lazily in your own code: ``import pandera.polars`` costs about a second.
+Layers name them under ``medallion.quality`` in their YAML; medallion validates the layer's
+output against them before writing. Import pandera lazily in your own code:
+``import pandera.polars`` costs about a second.
 """
 
 import pandera.polars as pa
@@ -11,12 +12,13 @@ EVENT_TYPES = ["click", "view", "purchase", "refund"]
 
 
 class SilverEvents(pa.DataFrameModel):
-    """One clean row per event."""
+    """One clean row per event. (Uniqueness of event_id is the pipeline's job: it
+    de-duplicates, and the MERGE refuses duplicate keys.)"""
 
-    event_id: str = pa.Field(nullable=False, unique=True)
+    event_id: str = pa.Field(nullable=False, str_length={"min_value": 1})
     user_id: int = pa.Field(nullable=False, gt=0)
-    event_type: str = pa.Field(isin=EVENT_TYPES)
-    amount: float = pa.Field(ge=0)
+    event_type: str = pa.Field(nullable=False, isin=EVENT_TYPES)
+    amount: float = pa.Field(nullable=False, ge=0)
     event_date: pl.Date = pa.Field(nullable=False)
     updated_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False)
     region: str = pa.Field(nullable=False)

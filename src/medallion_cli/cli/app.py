@@ -9,6 +9,7 @@ import typer
 
 from medallion_cli import __version__
 from medallion_cli.cli import init as init_cmd
+from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
 from medallion_cli.cli import table as table_cmd
 from medallion_cli.cli import watermark as watermark_cmd
@@ -33,6 +34,8 @@ app = typer.Typer(
 )
 app.command("init", epilog=EPILOG)(init_cmd.init)
 app.command("run", epilog=EPILOG)(run_cmd.run)
+app.command("quality", epilog=EPILOG)(quality_cmd.quality)
+app.command("check", epilog=EPILOG)(quality_cmd.check)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))

@@ -1,11 +1,13 @@
-"""Tests of this project's transforms, on small frames built here."""
+"""Tests of this project's transforms and schemas, on small frames built here."""
 
 from datetime import date, datetime, timezone
 
 import polars as pl
+import pytest
 
 import gold
 import silver
+from schemas import SilverEvents
 
 UTC = timezone.utc
 
@@ -14,22 +16,20 @@ def events(rows):
     schema = {
         "event_id": pl.String, "user_id": pl.Int64, "event_type": pl.String, "amount": pl.Float64,
         "event_date": pl.Date, "updated_at": pl.Datetime("us", "UTC"), "region": pl.String,
-        "_ingested_at": pl.Datetime("us", "UTC"),
+        "_ingested_at": pl.Datetime("us", "UTC"), "_source_file": pl.String,
     }
     return pl.LazyFrame(rows, schema=schema, orient="row")
 
 
 def row(event_id, *, user=1, etype="purchase", amount=10.0, day=1, hour=0, region="north", ingested=0):
     return (
-        event_id, user, etype, amount, date(2024, 1, day),
-        datetime(2024, 1, day, hour, tzinfo=UTC), region, datetime(2024, 2, 1, ingested, tzinfo=UTC),
+        event_id, user, etype, amount, date(2024, 1, day), datetime(2024, 1, day, hour, tzinfo=UTC), region,
+        datetime(2024, 2, 1, ingested, tzinfo=UTC), "f.csv",
     )
 
 
 def run_silver(frame):
-    normalized = silver.normalized_events(frame, amount_decimals=2)
-    valid = silver.valid_events(normalized, accepted_event_types=["click", "view", "purchase", "refund"])
-    return silver.silver_events(valid).collect()
+    return silver.silver_events(silver.normalized_events(frame, amount_decimals=2)).collect()
 
 
 def test_silver_keeps_latest_version_of_each_event():
@@ -37,17 +37,25 @@ def test_silver_keeps_latest_version_of_each_event():
     assert out["amount"].to_list() == [2.0]
 
 
-def test_silver_rejects_bad_rows_and_normalizes():
-    out = run_silver(events([
-        row(None), row("neg", amount=-1.0), row("bad", etype="hover"), row("ok", etype=" PURCHASE ", amount=1.005),
-    ]))
-    assert out["event_id"].to_list() == ["ok"]
-    assert out["event_type"].to_list() == ["purchase"]
+def test_silver_normalizes_and_keeps_rows_without_id_for_the_quality_gate():
+    out = run_silver(events([row(None), row(None), row("ok", etype=" PURCHASE ", amount=1.006)]))
+    assert out["event_id"].to_list() == ["ok", None, None]
+    assert out["event_type"].to_list()[0] == "purchase" and out["amount"].to_list()[0] == 1.01
+
+
+def test_schema_rejects_bad_rows():
+    import pandera.polars as pa
+
+    bad = run_silver(events([row(None), row("neg", amount=-1.0), row("t", etype="hover"), row("u", user=0), row("ok")]))
+    with pytest.raises(pa.errors.SchemaErrors) as info:
+        SilverEvents.validate(bad, lazy=True)
+    failing = bad[sorted(info.value.failure_cases["index"].unique().to_list())]
+    assert sorted(failing["event_id"].to_list(), key=str) == [None, "neg", "t", "u"]
 
 
 def test_gold_rolling_mean_uses_calendar_days():
     frame = events([row("a", day=1, amount=10.0), row("b", day=2, amount=20.0), row("c", day=9, amount=30.0)])
-    daily = gold.daily_sales(frame.drop("_ingested_at"), sales_event_types=["purchase"])
+    daily = gold.daily_sales(frame.drop("_ingested_at", "_source_file"), sales_event_types=["purchase"])
     out = gold.gold_daily_sales(daily, rolling_window_days=7).collect()
     assert out["rolling_mean_sales"].to_list() == [10.0, 15.0, 30.0]
     assert out["transaction_count"].to_list() == [1, 1, 1]
