@@ -88,6 +88,54 @@ def report_incremental(results: list[dict]) -> None:
         print(f"{r['rows']:>12,}{r['batch']:>9,}{full:>11.2f}s{inc:>12.2f}s{inc / full:>7.0%}   {layers}")
 
 
+def bench_quality(rows: int, files: int, repeat: int = 3) -> dict:
+    """Silver with its pandera gate (template default) against silver with the gate removed."""
+    sys.path.insert(0, str(HERE))
+    from generate import events, write_files
+
+    root = WORK / f"quality_{rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    landing = root / "landing"
+    write_files(events(rows, seed=7), landing, files, "parquet")
+    base = fresh_project(root, landing, "q_base")
+    subprocess.run([BIN / "medallion", "run", "bronze", "-q"], cwd=base, check=True)
+    out: dict = {"rows": rows}
+    for label, strip in (("with_gate", False), ("without_gate", True)):
+        best = None
+        for _ in range(repeat):
+            project = root / f"q_{label}"
+            shutil.rmtree(project, ignore_errors=True)
+            shutil.copytree(base, project, symlinks=True, ignore=shutil.ignore_patterns("silver_events*", "gold_daily_sales"))
+            if strip:
+                cfg = project / "conf" / "pipelines" / "silver.yml"
+                text = cfg.read_text()
+                cfg.write_text(text[: text.index("  quality:")] + text[text.index("  target:"):])
+                # Without the gate, rows without an id must still be kept out of the MERGE.
+                module = project / "pipelines" / "silver.py"
+                module.write_text(module.read_text().replace(
+                    "return pl.concat([latest, normalized_events.filter(pl.col(\"event_id\").is_null())]).select(EVENT_COLUMNS)",
+                    "return latest.select(EVENT_COLUMNS)"))
+            m = measured([BIN / "medallion", "run", "silver", "--json", "-q"], project)
+            layer = json.loads(m.pop("stdout"))["layers"][0]
+            m["layer_s"] = layer["duration_s"]
+            m["quality"] = layer.get("quality")
+            if best is None or m["layer_s"] < best["layer_s"]:
+                best = m
+        out[label] = best
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def report_quality(results: list[dict]) -> None:
+    print("\n== silver with its quality gate (pandera, quarantine) vs without; best of 3 ==")
+    for r in results:
+        w, wo = r["with_gate"], r["without_gate"]
+        q = w["quality"] or {}
+        print(f"{r['rows']:,} rows: silver {w['layer_s']:.2f}s with gate vs {wo['layer_s']:.2f}s without "
+              f"(+{w['layer_s'] / wo['layer_s'] - 1:.0%}); invalid {q.get('rows_invalid', 0):,} of {q.get('rows_checked', 0):,}; "
+              f"peak RSS {w['peak_rss_mib']:.0f} vs {wo['peak_rss_mib']:.0f} MiB")
+
+
 def bench_size(rows: int, files: int) -> dict:
     sys.path.insert(0, str(HERE))
     from generate import events, write_files
@@ -151,19 +199,23 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--batch", type=int, default=50_000, help="incremental batch rows (default: 1%% of 5M)")
-    parser.add_argument("--only", choices=["full", "incremental"], help="run one part of the benchmark")
+    parser.add_argument("--only", choices=["full", "incremental", "quality"], help="run one part of the benchmark")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     results: dict = {}
-    if args.only != "incremental":
+    if args.only in (None, "full"):
         results["full"] = [bench_size(rows, args.files) for rows in args.rows]
-    if args.only != "full":
+    if args.only in (None, "incremental"):
         results["incremental"] = [bench_incremental(rows, args.files, args.batch) for rows in args.rows]
+    if args.only in (None, "quality"):
+        results["quality"] = [bench_quality(rows, args.files) for rows in args.rows if rows >= 5_000_000 or args.only]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     if "full" in results:
         report(results["full"])
     if "incremental" in results:
         report_incremental(results["incremental"])
+    if results.get("quality"):
+        report_quality(results["quality"])
 
 
 if __name__ == "__main__":
