@@ -31,21 +31,29 @@ class TableRef:
     name: str
     uri: str
     layer: LayerConfig | None = None
+    storage: Any = None  # storage.Storage
+
+    @property
+    def store(self) -> Any:
+        from medallion_cli.storage import Storage
+
+        return self.storage or Storage()
 
 
-def resolve(name: str, project: Project | None) -> TableRef:
+def resolve(name: str, project: Project | None, storage: Any = None) -> TableRef:
     """A project table (by table or layer name), else a path or URI of a Delta table."""
     if project is not None:
         for layer in project.layers:
             if name in (layer.name, layer.target.table):
-                return TableRef(layer.target.table, project.table_uri(layer.target.table), layer)
+                return TableRef(layer.target.table, project.table_uri(layer.target.table), layer, project.storage)
+        storage = storage or project.storage
     if "://" in name:
-        return TableRef(name, name)
+        return TableRef(name.rstrip("/"), name, None, storage)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "_delta_log").is_dir():
             raise UsageError(f"{name} is not a Delta table (no _delta_log folder)", hint="point at the table's root folder")
-        return TableRef(name, str(path.resolve()))
+        return TableRef(name.rstrip("/"), str(path.resolve()), None, storage)
     known = ", ".join(layer.target.table for layer in project.layers) if project else ""
     raise UsageError(
         f"unknown table {name!r}",
@@ -55,14 +63,22 @@ def resolve(name: str, project: Project | None) -> TableRef:
 
 def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | None = None) -> Any:
     """Open the table (at a version or time), turning delta-rs errors into clear ones."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError, DeltaProtocolError, TableNotFoundError
 
+    from medallion_cli.storage import explain
+
     try:
-        dt = DeltaTable(ref.uri)
+        dt = ref.store.table(ref.uri)
+    except MedallionError:
+        raise
     except TableNotFoundError:
         raise UsageError(f"{ref.name} is not a Delta table (or does not exist yet)", hint="check the name; project tables appear after their first run") from None
     except (DeltaError, DeltaProtocolError, OSError, ValueError) as exc:
+        explained = explain(exc, uri=ref.uri, storage=ref.store)
+        if explained is not None:
+            raise explained from None
+        if "not a delta table" in str(exc).lower() or "no files in log segment" in str(exc).lower():
+            raise UsageError(f"{ref.name} is not a Delta table (or does not exist yet)", hint="check the name or URI") from None
         raise TableError(f"cannot open {ref.name}: {_first_line(exc)}", hint="the table's _delta_log may be corrupt or use a feature deltalake does not support") from None
     if version is None and as_of is None:
         return dt
@@ -79,8 +95,9 @@ def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | N
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    from medallion_cli.storage import first_line
+
+    return first_line(exc)
 
 
 def _ts(ms: int | None) -> datetime | None:
@@ -190,12 +207,11 @@ class TableInfo:
 def list_tables(project: Project) -> list[TableInfo]:
     """Every table the project's layers write, with its current state."""
     import polars as pl
-    from deltalake import DeltaTable
 
     out = []
     for layer in project.layers:
-        ref = TableRef(layer.target.table, project.table_uri(layer.target.table), layer)
-        if not DeltaTable.is_deltatable(ref.uri):
+        ref = TableRef(layer.target.table, project.table_uri(layer.target.table), layer, project.storage)
+        if not ref.store.is_table(ref.uri):
             out.append(TableInfo(layer.name, ref.name, ref.uri, False))
             continue
         dt = open_table(ref)

@@ -132,9 +132,9 @@ def plan_layer(
             )
         plan = LayerPlan(layer, "full", "everything", write_mode=layer.target.mode, started_at=started)
         if layer.source.landing is not None:
-            landing = sources.list_landing(project.resolve_path(layer.source.landing))
+            landing = sources.list_landing(project.resolve_path(layer.source.landing), project.storage)
             plan.files, plan.ignored = list(landing.files), landing.ignored
-            plan.source = sources.scan_landing(landing, layer.source.schema)
+            plan.source = sources.scan_landing(landing, layer.source.schema, project.storage)
         else:
             plan.source_version, plan.source = _scan_source(project, layer)
         return plan
@@ -148,17 +148,17 @@ def plan_layer(
 
 def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFrame]:
     import polars as pl
-    from deltalake import DeltaTable
 
     table = str(layer.source.table)
     uri = project.table_uri(table)
-    if not DeltaTable.is_deltatable(uri):
+    storage = project.storage
+    if not storage.is_table(uri):
         raise UsageError(
             f"source table {table!r} does not exist yet ({uri})",
             hint="run the layer that writes it first, e.g. `medallion run all`",
         )
-    version = DeltaTable(uri).version()
-    return version, pl.scan_delta(uri, version=version)
+    version = storage.table(uri).version()
+    return version, pl.scan_delta(uri, version=version, storage_options=storage.polars(uri))
 
 
 # -- bronze: each landing file once -------------------------------------------------------
@@ -173,7 +173,7 @@ def _plan_files(
 ) -> LayerPlan:
     from medallion_cli import sources
 
-    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)))
+    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)), project.storage)
     # Ingestion times only move forward, so a later layer's watermark on them never skips rows.
     if current is not None and current.value_int is not None:
         started = max(started, from_micros(current.value_int + 1))
@@ -207,7 +207,7 @@ def _plan_files(
         plan.kind = "nothing"
         plan.window = "no new or changed landing files"
         return plan
-    plan.source = sources.scan_landing(landing.subset(chosen), layer.source.schema)
+    plan.source = sources.scan_landing(landing.subset(chosen), layer.source.schema, project.storage)
     plan.watermark_after = (f"{len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
 
@@ -372,9 +372,8 @@ class _NoChangeFeed(Exception):
 def _touched(project: Project, layer: LayerConfig, column: str, start: int, end: int) -> tuple[date, date] | None:
     """Min and max of ``column`` over the source's changes in versions ``start..end``."""
     import polars as pl
-    from deltalake import DeltaTable
 
-    dt = DeltaTable(project.table_uri(str(layer.source.table)))
+    dt = project.storage.table(project.table_uri(str(layer.source.table)))
     if dt.metadata().configuration.get("delta.enableChangeDataFeed", "false").lower() != "true":
         # Without the feed delta-rs still answers, from added files only: updates would
         # show no pre-image and deletes nothing, so the touched range would be wrong.

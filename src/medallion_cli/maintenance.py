@@ -61,7 +61,7 @@ def plan_restore(project: Project | None, ref: TableRef, *, version: int | None 
     layer = ref.layer
     if layer is not None and layer.incremental is not None and project is not None:
         store = StateStore(project.state_path)
-        sync_table(store, ref.name, ref.uri)
+        sync_table(store, ref.name, ref.uri, storage=ref.store)
         mark = store.watermark(ref.name)
         wm_now = mark.value if mark else None
         commits = [c for c in commits_since(dt, -1) if c.version <= target]
@@ -101,12 +101,10 @@ def apply_restore(project: Project | None, ref: TableRef, plan: RestorePlan) -> 
     dt.update_incremental()
     if tracked and project is not None:
         store = StateStore(project.state_path)
-        sync_table(store, ref.name, ref.uri)
+        sync_table(store, ref.name, ref.uri, storage=ref.store)
         for table in plan.downstream_resets:
-            from deltalake import DeltaTable
-
             uri = project.table_uri(table)
-            seen = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+            seen = project.storage.table(uri).version() if project.storage.is_table(uri) else None
             with store.connect() as con:
                 old = store.watermark(table)
                 store.record(con, table=table, column=old.column if old else "-", value=None, value_int=None,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from medallion_cli.errors import MaterializeError
 from medallion_cli.project import TargetConfig
+from medallion_cli.storage import Storage
 
 if TYPE_CHECKING:
     import polars as pl
@@ -71,7 +72,9 @@ def _lossless(source: Any, target: Any) -> bool:
     return False
 
 
-def reconcile_schema(df: pl.DataFrame, uri: str, *, table: str, evolution: str) -> tuple[pl.DataFrame, list[str], list[str]]:
+def reconcile_schema(
+    df: pl.DataFrame, uri: str, *, table: str, evolution: str, storage_options: dict | None = None
+) -> tuple[pl.DataFrame, list[str], list[str]]:
     """Fit ``df`` to the existing table's schema.
 
     Returns the frame (widened losslessly where needed, missing columns as nulls), the new
@@ -81,7 +84,7 @@ def reconcile_schema(df: pl.DataFrame, uri: str, *, table: str, evolution: str) 
     """
     import polars as pl
 
-    current = pl.scan_delta(uri).collect_schema()
+    current = pl.scan_delta(uri, storage_options=storage_options).collect_schema()
     incoming = df.schema
     added = [c for c in incoming if c not in current]
     missing = [c for c in current if c not in incoming]
@@ -122,7 +125,7 @@ def write(
     app_transaction: tuple[str, int] | None = None,
     replace_schema: bool = False,
     target_file_size_mb: int | None = None,
-    storage_options: dict[str, str] | None = None,
+    storage: Storage | None = None,
 ) -> WriteOutcome:
     """Materialize ``df`` into the Delta table at ``uri``.
 
@@ -137,17 +140,20 @@ def write(
     An empty frame writes nothing for append and merge (no empty commits); overwrite and
     replace always write, so an empty result empties the table or the replaced range.
     """
-    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction, write_deltalake
 
+    storage = storage or Storage()
+    storage_options = storage.delta(uri)
     mode = mode or target.mode
     df = prepare_frame(df, table=target.table)
-    exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
+    exists = storage.is_table(uri)
     added: list[str] = []
     missing: list[str] = []
     if exists and replace_schema and mode == "overwrite":
         pass
     elif exists:
-        df, added, missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution)
+        df, added, missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
+                                              storage_options=storage.polars(uri))
     if df.height == 0 and (mode in ("append", "merge") or not exists):
         return WriteOutcome(operation="none", version=None)
     changes = {"added_columns": tuple(added), "null_filled_columns": tuple(missing)}
@@ -162,25 +168,29 @@ def write(
     }
     partition_by = list(target.partition_by) or None
 
+    what = f"writing {target.table}"
     if not exists:
         if mode == "merge":
             _check_unique_keys(df, target)
-        write_deltalake(
+        storage.call(lambda: write_deltalake(
             uri, df, mode="error", partition_by=partition_by, configuration=target.properties or None, **common
-        )
+        ), what=what, uri=uri)
         operation = "create"
     elif mode == "merge":
         _check_unique_keys(df, target)
-        outcome = _merge(df, DeltaTable(uri, storage_options=storage_options), target, commit, merge_schema=bool(added))
+        # A concurrent commit (CommitFailedError) is retried on a fresh snapshot.
+        outcome = storage.call(lambda: _merge(df, storage.table(uri), target, commit, merge_schema=bool(added)),
+                               what=f"merging into {target.table}", uri=uri)
         return WriteOutcome(outcome.operation, outcome.version, outcome.metrics, **changes)
     elif mode == "replace":
-        write_deltalake(uri, df, mode="overwrite", predicate=predicate, partition_by=partition_by,
-                        schema_mode=schema_mode, **common)
+        storage.call(lambda: write_deltalake(uri, df, mode="overwrite", predicate=predicate, partition_by=partition_by,
+                                             schema_mode=schema_mode, **common), what=what, uri=uri)
         operation = "replace"
     else:
-        write_deltalake(uri, df, mode=mode, partition_by=partition_by, schema_mode=schema_mode, **common)
+        storage.call(lambda: write_deltalake(uri, df, mode=mode, partition_by=partition_by, schema_mode=schema_mode,
+                                             **common), what=what, uri=uri)
         operation = mode
-    version = DeltaTable(uri, storage_options=storage_options).version()
+    version = storage.table(uri).version()
     return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height}, **changes)
 
 

@@ -12,6 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -108,6 +109,7 @@ class Project:
     layers: tuple[LayerConfig, ...]
     tool: dict[str, Any]
     state_path: Path = Path(".medallion/state.duckdb")
+    storage: Any = None  # storage.Storage: options for object-store URIs
 
     @property
     def lock_dir(self) -> Path:
@@ -128,6 +130,10 @@ class Project:
         if "://" in table or table.startswith("/"):
             return table
         return join_uri(self.resolve_path(self.lake_root), table)
+
+    @property
+    def lake_uri(self) -> str:
+        return self.resolve_path(self.lake_root)
 
     def resolve_path(self, path: str) -> str:
         """A configured path: URIs and absolute paths as they are, others under the project."""
@@ -194,8 +200,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_project(root: Path) -> Project:
-    """Read and validate a project's configuration (cheap: no heavy imports)."""
+def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Project:
+    """Read and validate a project's configuration (cheap: no heavy imports).
+
+    ``storage_overrides`` are ``KEY=VALUE`` storage options from the command line.
+    """
+    overrides = list(storage_overrides)
     root = root.resolve()
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     tool = pyproject.get("tool", {}).get("medallion", {})
@@ -218,7 +228,15 @@ def load_project(root: Path) -> Project:
     if not isinstance(state, str) or "://" in state:
         raise ConfigError(f"{project_path}: medallion.state must be a local file path", hint="e.g. .medallion/state.duckdb")
     state_path = Path(state) if Path(state).is_absolute() else root / state
-    return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool, state_path=state_path)
+    from medallion_cli.storage import RetryPolicy, Storage
+
+    storage = Storage.resolve(
+        _mapping(section.get("storage_options"), project_path, "medallion.storage_options"),
+        overrides, where=str(project_path),
+        retry=RetryPolicy.from_config(section.get("retry"), where=str(project_path)),
+    )
+    return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool, state_path=state_path,
+                   storage=storage)
 
 
 def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:

@@ -221,7 +221,7 @@ def quarantine_table(layer: LayerConfig) -> str:
 
 
 def write_quarantine(
-    rows: pl.DataFrame, uri: str, *, run_id: str, layer: str, at: datetime, watermark: int | None, metadata: dict[str, str]
+    rows: pl.DataFrame, uri: str, storage: Any, *, run_id: str, layer: str, at: datetime, watermark: int | None, metadata: dict[str, str]
 ) -> int | None:
     """Append the invalid rows with run id and time; idempotent per watermark.
 
@@ -229,13 +229,13 @@ def write_quarantine(
     run that re-processes the same window after a crash does not quarantine rows twice.
     """
     import polars as pl
-    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction, write_deltalake
 
     from medallion_cli.commits import app_id
 
     app = app_id(Path(uri).name)
-    if watermark is not None and DeltaTable.is_deltatable(uri):
-        done = DeltaTable(uri).transaction_version(app)
+    if watermark is not None and storage.is_table(uri):
+        done = storage.table(uri).transaction_version(app)
         if done is not None and done >= watermark:
             return None
     frame = rows.with_columns(
@@ -244,21 +244,21 @@ def write_quarantine(
         pl.lit(at, dtype=pl.Datetime("us", "UTC")).alias("_quarantined_at"),
     )
     txns = [Transaction(app, watermark)] if watermark is not None else None
-    write_deltalake(uri, frame, mode="append", schema_mode="merge",
-                    commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns))
-    return DeltaTable(uri).version()
+    storage.call(lambda: write_deltalake(uri, frame, mode="append", schema_mode="merge", storage_options=storage.delta(uri),
+                                         commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns)),
+                 what=f"writing {Path(uri).name}", uri=uri)
+    return storage.table(uri).version()
 
 
-def summarize(uri: str, *, table: str, run_id: str | None = None, samples: int = 3) -> dict[str, Any]:
+def summarize(uri: str, storage: Any, *, table: str, run_id: str | None = None, samples: int = 3) -> dict[str, Any]:
     """Counts per check and column (with sample values) from a quarantine table."""
     import polars as pl
-    from deltalake import DeltaTable
 
     from medallion_cli.errors import UsageError
 
-    if not DeltaTable.is_deltatable(uri):
+    if not storage.is_table(uri):
         raise UsageError(f"{table} has no quarantine table yet ({uri})", hint="it is created by the first run that quarantines a row")
-    frame = pl.read_delta(uri)
+    frame = pl.read_delta(uri, storage_options=storage.polars(uri))
     runs = frame.group_by("_run_id").agg(pl.len().alias("rows"), pl.col("_quarantined_at").max().alias("at")).sort("at", descending=True)
     if run_id is not None:
         frame = frame.filter(pl.col("_run_id") == run_id)

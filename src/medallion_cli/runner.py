@@ -274,7 +274,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     uri = project.table_uri(target.table)
     _crash_point(layer, "locked")
     if layer.incremental is not None:
-        sync_table(store, target.table, uri, run_id=ctx.run_id)
+        sync_table(store, target.table, uri, run_id=ctx.run_id, storage=project.storage)
     inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
     plan = plan_layer(project, layer, store, started=ctx.started, inputs=inputs, window=options.window,
                       full_refresh=options.full_refresh)
@@ -283,6 +283,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         return _result(layer, uri, plan, "unchanged", None, 0, None, time.perf_counter() - t_layer, warnings)
     _crash_point(layer, "planned")
 
+    storage = project.storage
     if ctx.fp_project is None:
         ctx.fp_project = load_flowerpower(project.root)
     inputs.update({layer.source.input_name: plan.source, "run_id": ctx.run_id, "run_started_at": plan.started_at})
@@ -299,7 +300,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     except PipelineError:
         if plan.files:
             landing = sources.LandingFiles(project.resolve_path(str(layer.source.landing)), tuple(plan.files))
-            diagnosis = sources.diagnose_landing(landing, layer.source.schema)
+            diagnosis = sources.diagnose_landing(landing, layer.source.schema, project.storage)
             if diagnosis is not None:
                 raise diagnosis from None
         raise
@@ -316,7 +317,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         df, rejected, report = quality.validate(df, layer, project, layer.quality)
         if rejected is not None:
             quality.write_quarantine(
-                rejected, project.table_uri(quality.quarantine_table(layer)), run_id=ctx.run_id, layer=layer.name,
+                rejected, project.table_uri(quality.quarantine_table(layer)), storage, run_id=ctx.run_id, layer=layer.name,
                 at=ctx.started, watermark=wm[1] if wm else None,
                 metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
             )
@@ -342,24 +343,24 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         app_transaction=(app_id(target.table), wm[1]) if wm else None,
         replace_schema=plan.kind == "full_refresh",
         target_file_size_mb=options.overrides.get("target_file_size_mb"),
+        storage=storage,
     )
     _crash_point(layer, "committed")
     warnings += [f"added column {c} to {target.table} (existing rows are null)" for c in outcome.added_columns]
     warnings += [f"column {c} of {target.table} is missing from the output: written as null" for c in outcome.null_filled_columns]
     if inc is not None:
-        _record_state(store, layer, uri, plan, outcome.version, ctx.run_id)
+        _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
     _crash_point(layer, "recorded")
     status = "written" if outcome.version is not None else "unchanged"
     result = _result(layer, uri, plan, status, outcome, rows_in, df.height, time.perf_counter() - t_layer, warnings)
     return replace(result, quality=report.to_dict() if report else None)
 
 
-def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str) -> None:
+def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str,
+                  storage: Any) -> None:
     """Index what the commit just recorded (the Delta log stays the source of truth)."""
-    from deltalake import DeltaTable
-
-    if version is None and DeltaTable.is_deltatable(uri):
-        version = DeltaTable(uri).version()
+    if version is None and storage.is_table(uri):
+        version = storage.table(uri).version()
     table = layer.target.table
     with store.connect() as con:
         if plan.files and layer.incremental.strategy == "files":

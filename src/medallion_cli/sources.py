@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medallion_cli.errors import ConfigError, SourceError
+from medallion_cli.storage import Storage, is_remote
 
 if TYPE_CHECKING:
     import polars as pl
@@ -34,11 +35,12 @@ class LandingFile:
     format: str
     size: int
     mtime_ns: int
+    etag: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        """Size and modification time: a file rewritten in place gets a new fingerprint."""
-        return f"{self.size}:{self.mtime_ns}"
+        """ETag on object stores, else size and modification time: a rewritten file gets a new one."""
+        return self.etag or f"{self.size}:{self.mtime_ns}"
 
     @property
     def modified_at(self) -> datetime:
@@ -68,8 +70,10 @@ class LandingFiles:
         return LandingFiles(root=self.root, files=tuple(files), ignored=self.ignored)
 
 
-def list_landing(root: str) -> LandingFiles:
+def list_landing(root: str, storage: Storage | None = None) -> LandingFiles:
     """List the landing files under ``root`` (recursively; hidden files are skipped)."""
+    if is_remote(root):
+        return _list_remote(root, storage or Storage())
     path = Path(root)
     if not path.is_dir():
         raise ConfigError(
@@ -92,6 +96,35 @@ def list_landing(root: str) -> LandingFiles:
     return LandingFiles(root=str(path), files=tuple(files), ignored=tuple(ignored))
 
 
+def _list_remote(root: str, storage: Storage) -> LandingFiles:
+    scheme, rest = root.split("://", 1)
+    prefix = rest.rstrip("/")
+    fs = storage.fs(root)
+
+    def find() -> dict:
+        if not fs.exists(prefix.split("/", 1)[0]):
+            raise ConfigError(f"bucket of the landing path {root} does not exist",
+                              hint="create the bucket, or fix medallion.source.landing")
+        return fs.find(prefix, detail=True)
+
+    found = storage.call(find, what=f"listing {root}", uri=root)
+    files: list[LandingFile] = []
+    ignored: list[str] = []
+    for key, info in sorted(found.items()):
+        rel = key[len(prefix) + 1:]
+        if not rel or any(part.startswith((".", "_")) for part in rel.split("/")):
+            continue
+        fmt = FORMATS.get(Path(rel).suffix.lower())
+        if fmt is None:
+            ignored.append(rel)
+            continue
+        modified = info.get("LastModified") or info.get("mtime")
+        mtime_ns = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else 0
+        etag = str(info.get("ETag") or "").strip('"') or None
+        files.append(LandingFile(f"{scheme}://{key}", rel, fmt, int(info.get("size") or 0), mtime_ns, etag))
+    return LandingFiles(root=root, files=tuple(files), ignored=tuple(ignored))
+
+
 def polars_schema(schema: dict[str, str]) -> dict[str, pl.DataType]:
     """Map the YAML type names of a landing schema to polars dtypes (datetimes are UTC)."""
     import polars as pl
@@ -112,7 +145,7 @@ def polars_schema(schema: dict[str, str]) -> dict[str, pl.DataType]:
 SOURCE_FILE_COLUMN = "_source_file"
 
 
-def scan_landing(files: LandingFiles, schema: dict[str, str]) -> pl.LazyFrame:
+def scan_landing(files: LandingFiles, schema: dict[str, str], storage: Storage | None = None) -> pl.LazyFrame:
     """One lazy frame over all landing files, cast to ``schema``, plus ``_source_file``.
 
     ``_source_file`` holds each row's file path relative to the landing folder. Columns a
@@ -121,7 +154,8 @@ def scan_landing(files: LandingFiles, schema: dict[str, str]) -> pl.LazyFrame:
     import polars as pl
 
     dtypes = polars_schema(schema)
-    frames = [_scan(fmt, list(paths), dtypes) for fmt, paths in files.by_format.items()]
+    options = (storage or Storage()).polars(files.root)
+    frames = [_scan(fmt, list(paths), dtypes, options) for fmt, paths in files.by_format.items()]
     if not frames:
         return pl.LazyFrame(schema={**dtypes, SOURCE_FILE_COLUMN: pl.String()})
     prefix = files.root.rstrip("/") + "/"
@@ -130,27 +164,28 @@ def scan_landing(files: LandingFiles, schema: dict[str, str]) -> pl.LazyFrame:
     )
 
 
-def _scan(fmt: str, paths: list[str], dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
+def _scan(fmt: str, paths: list[str], dtypes: dict[str, pl.DataType], options: dict | None = None) -> pl.LazyFrame:
     import polars as pl
 
     if fmt == "csv":
         # One scan per file: a multi-file CSV scan needs identical headers in every file.
         frame = pl.concat(
             [
-                pl.scan_csv(path, schema_overrides=dtypes, include_file_paths=SOURCE_FILE_COLUMN, infer_schema=False)
+                pl.scan_csv(path, schema_overrides=dtypes, include_file_paths=SOURCE_FILE_COLUMN, infer_schema=False,
+                            storage_options=options)
                 .select(*dtypes, SOURCE_FILE_COLUMN)
                 for path in paths
             ],
             how="vertical",
         )
     elif fmt == "ndjson":
-        frame = pl.scan_ndjson(paths, schema=dtypes, include_file_paths=SOURCE_FILE_COLUMN)
+        frame = pl.scan_ndjson(paths, schema=dtypes, include_file_paths=SOURCE_FILE_COLUMN, storage_options=options)
     else:
-        frame = pl.scan_parquet(paths, include_file_paths=SOURCE_FILE_COLUMN, extra_columns="ignore")
+        frame = pl.scan_parquet(paths, include_file_paths=SOURCE_FILE_COLUMN, extra_columns="ignore", storage_options=options)
     return frame.select(*(pl.col(c).cast(t) for c, t in dtypes.items()), SOURCE_FILE_COLUMN)
 
 
-def diagnose_landing(files: LandingFiles, schema: dict[str, str]) -> SourceError | None:
+def diagnose_landing(files: LandingFiles, schema: dict[str, str], storage: Storage | None = None) -> SourceError | None:
     """After a failed read, find the first landing file that cannot be read on its own.
 
     Called only on the error path: it reads each file in full.
@@ -160,7 +195,7 @@ def diagnose_landing(files: LandingFiles, schema: dict[str, str]) -> SourceError
     for fmt, paths in files.by_format.items():
         for path in paths:
             try:
-                _scan(fmt, [path], dtypes).collect()
+                _scan(fmt, [path], dtypes, (storage or Storage()).polars(files.root)).collect()
             except Exception as exc:  # polars raises several error types for bad files
                 name = path.removeprefix(prefix)
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

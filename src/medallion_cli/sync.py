@@ -57,20 +57,22 @@ def fold(commits: list[CommitInfo]) -> tuple[dict[str, str], CommitInfo | None]:
     return files, last_wm
 
 
-def sync_table(store: StateStore, table: str, uri: str, *, rebuild: bool = False, run_id: str | None = None) -> SyncReport:
+def sync_table(store: StateStore, table: str, uri: str, *, rebuild: bool = False, run_id: str | None = None,
+               storage: Any = None) -> SyncReport:
     """Apply the table's commits the state has not seen (all of them with ``rebuild``)."""
-    from deltalake import DeltaTable
+    from medallion_cli.storage import Storage
 
+    storage = storage or Storage()
     current = store.watermark(table)
     before = current.value if current else None
-    if not DeltaTable.is_deltatable(uri):
+    if not storage.is_table(uri):
         if current is None and not store.ingested_files(table):
             return SyncReport(table, None, None, None, None, 0, "none")
         with store.connect() as con:
             store.remove(con, table=table, run_id=run_id, action="repair", note=f"table {uri} does not exist")
         return SyncReport(table, current.delta_version if current else None, None, before, None, 0, "removed")
 
-    dt = DeltaTable(uri)
+    dt = storage.table(uri)
     version = dt.version()
     seen = -1 if rebuild or current is None or current.delta_version is None else current.delta_version
     commits = commits_since(dt, seen)

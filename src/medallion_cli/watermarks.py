@@ -54,7 +54,7 @@ def synced_store(project: Project, layers: list[LayerConfig]) -> StateStore:
     """The state store after bringing the given layers' entries in line with Delta."""
     store = StateStore(project.state_path)
     for layer in layers:
-        sync_table(store, layer.target.table, project.table_uri(layer.target.table))
+        sync_table(store, layer.target.table, project.table_uri(layer.target.table), storage=project.storage)
     return store
 
 
@@ -121,11 +121,9 @@ def plan_reset(project: Project, name: str) -> WatermarkPlan:
 
 
 def apply(project: Project, plan: WatermarkPlan) -> None:
-    from deltalake import DeltaTable
-
     store = StateStore(project.state_path)
     uri = project.table_uri(plan.table)
-    version = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+    version = project.storage.table(uri).version() if project.storage.is_table(uri) else None
     with store.connect() as con:
         if plan.action == "reset":
             con.execute("DELETE FROM ingested_files WHERE table_name = ?", [plan.table])
@@ -143,8 +141,6 @@ def repair(project: Project, *, dry_run: bool = False) -> list[SyncReport]:
     A manual ``set`` or ``reset`` made since the table's last commit is kept: it is a
     decision about the next run that the log cannot know about yet.
     """
-    from deltalake import DeltaTable
-
     reports = []
     for layer in incremental_layers(project):
         table, uri = layer.target.table, project.table_uri(layer.target.table)
@@ -152,11 +148,11 @@ def repair(project: Project, *, dry_run: bool = False) -> list[SyncReport]:
         before = store.watermark(table)
         before_files = store.ingested_files(table)
         last = store.history(table, limit=1)
-        version = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+        version = project.storage.table(uri).version() if project.storage.is_table(uri) else None
         manual = last[0] if last and last[0].action in ("set", "reset") and last[0].delta_version == version else None
         target = StateStore(project.state_path.with_suffix(".repair-preview.duckdb")) if dry_run else store
         try:
-            report = sync_table(target, table, uri, rebuild=True)
+            report = sync_table(target, table, uri, rebuild=True, storage=project.storage)
             if manual is not None:
                 _reapply(target, manual, version)
             after = target.watermark(table)

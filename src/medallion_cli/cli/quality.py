@@ -28,7 +28,7 @@ def quality(
     name = table.removesuffix(QUARANTINE_SUFFIX)
     ref = resolve(name, project)
     target = ref.layer.target.table if ref.layer else ref.name
-    doc = summarize(project.table_uri(target + QUARANTINE_SUFFIX), table=target, run_id=run)
+    doc = summarize(project.table_uri(target + QUARANTINE_SUFFIX), project.storage, table=target, run_id=run)
     if json_mode:
         out.json(doc)
     else:

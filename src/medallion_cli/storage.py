@@ -1,0 +1,250 @@
+"""Where tables and landing files live: local paths or object-store URIs (``s3://``...).
+
+One place resolves storage options (the project's ``medallion.storage_options`` with
+``${ENV}`` interpolation, the standard ``AWS_*`` variables, ``--storage-option``), hands
+each library the form it wants (delta-rs: strings; polars: typed; s3fs: keyword
+arguments), retries transient object-store faults with backoff and jitter, and masks
+secrets in anything medallion prints.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from medallion_cli.errors import ConfigError, MedallionError
+
+T = TypeVar("T")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SECRET_HINTS = ("SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "SAS", "ACCOUNT_KEY", "PRIVATE")
+AWS_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_PROFILE")
+_SECRETS: set[str] = set()  # every secret value seen by this process, for scrub()
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def interpolate(value: Any, *, where: str) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` from the environment; a missing variable is an error."""
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set", hint=f"export {name}=... or give a default: ${{{name}:-value}}")
+
+    return _ENV.sub(sub, value)
+
+
+def is_secret(key: str) -> bool:
+    upper = key.upper()
+    return any(hint in upper for hint in SECRET_HINTS)
+
+
+def mask(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("***" if is_secret(k) and v else v) for k, v in options.items()}
+
+
+def scrub(text: str) -> str:
+    """Replace every known secret value in ``text`` by ``***``."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for transient object-store faults; deterministic errors fail at once."""
+
+    max_attempts: int = 5
+    initial_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+    budget_s: float = 45.0
+
+    @classmethod
+    def from_config(cls, value: Any, *, where: str) -> RetryPolicy:
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: medallion.retry must be a mapping")
+        unknown = set(value) - {"max_attempts", "initial_delay_s", "max_delay_s", "budget_s"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown medallion.retry key {sorted(unknown)[0]!r}",
+                              hint="keys: max_attempts, initial_delay_s, max_delay_s, budget_s")
+        try:
+            policy = cls(**{k: type(getattr(cls(), k))(v) for k, v in value.items()})
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: medallion.retry values must be numbers") from None
+        if policy.max_attempts < 1 or policy.budget_s <= 0:
+            raise ConfigError(f"{where}: medallion.retry needs max_attempts >= 1 and budget_s > 0")
+        return policy
+
+
+_TRANSIENT = ("error sending request", "connection", "timed out", "timeout", "broken pipe", "reset by peer",
+              " 500", " 502", " 503", " 504", "status code: 5", "slowdown", "slow down", "throttl", "internalerror",
+              "serviceunavailable", "service unavailable", "too many requests", " 429", "commitfailed",
+              "version already exists", "concurrent", "transaction failed")
+_DETERMINISTIC = ("accessdenied", "access denied", " 403", "forbidden", "invalidaccesskeyid", "signaturedoesnotmatch",
+                  "nosuchbucket", "no such bucket", "invalid access key", "not a delta table", "schema", "invalid",
+                  "notfound", " 404", "not found", "permission")
+
+
+def is_transient(exc: BaseException) -> bool:
+    from deltalake.exceptions import CommitFailedError
+
+    if isinstance(exc, CommitFailedError):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    if any(word in text for word in _DETERMINISTIC):
+        return False
+    return any(word in text for word in _TRANSIENT)
+
+
+@dataclass
+class Storage:
+    """Storage options for one project (or one command outside a project)."""
+
+    options: dict[str, str] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retries: int = 0  # transient faults retried so far in this process
+
+    @classmethod
+    def resolve(cls, configured: dict[str, Any] | None = None, overrides: Iterable[str] = (), *,
+                where: str = "storage options", retry: RetryPolicy | None = None) -> Storage:
+        """Environment ``AWS_*`` first, then the project's options, then ``--storage-option``."""
+        options: dict[str, str] = {k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k)}
+        for key, value in (configured or {}).items():
+            value = interpolate(value, where=f"{where}: {key}")
+            if value is not None:
+                options[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+        for pair in overrides:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                from medallion_cli.errors import UsageError
+
+                raise UsageError(f"--storage-option {pair.split('=')[0]!r}... is not KEY=VALUE")
+            options[key.strip()] = value
+        if "AWS_DEFAULT_REGION" in options and "AWS_REGION" not in options:
+            options["AWS_REGION"] = options["AWS_DEFAULT_REGION"]
+        _SECRETS.update(v for k, v in options.items() if is_secret(k))
+        return cls(options=options, retry=retry or RetryPolicy())
+
+    # -- per-library forms ---------------------------------------------------------------
+    def delta(self, uri: str) -> dict[str, str] | None:
+        """Options for delta-rs: strings, with object_store's own retries kept short."""
+        if not is_remote(uri):
+            return None
+        opts = {k: v for k, v in self.options.items() if k != "AWS_PROFILE" and k != "AWS_DEFAULT_REGION"}
+        opts.setdefault("max_retries", "2")
+        opts.setdefault("retry_timeout", "10s")
+        opts.setdefault("connect_timeout", "5s")
+        opts.setdefault("timeout", "60s")
+        return opts
+
+    def polars(self, uri: str) -> dict[str, Any] | None:
+        if not is_remote(uri):
+            return None
+        opts: dict[str, Any] = {k: v for k, v in self.options.items() if k.startswith("AWS_") and k not in ("AWS_PROFILE", "AWS_DEFAULT_REGION")}
+        opts["max_retries"] = 2
+        return opts
+
+    def fs(self, uri: str) -> Any:
+        """An fsspec filesystem for ``uri`` (s3fs for ``s3://``)."""
+        import fsspec
+
+        if not is_remote(uri):
+            return fsspec.filesystem("file")
+        scheme = uri.split("://", 1)[0]
+        if scheme in ("s3", "s3a"):
+            o = self.options
+            client: dict[str, Any] = {}
+            if o.get("AWS_REGION"):
+                client["region_name"] = o["AWS_REGION"]
+            return fsspec.filesystem(
+                "s3", key=o.get("AWS_ACCESS_KEY_ID"), secret=o.get("AWS_SECRET_ACCESS_KEY"), token=o.get("AWS_SESSION_TOKEN"),
+                endpoint_url=o.get("AWS_ENDPOINT_URL"), profile=o.get("AWS_PROFILE"), client_kwargs=client,
+                config_kwargs={"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 60},
+                skip_instance_cache=True,
+            )
+        return fsspec.filesystem(scheme, **{k.lower(): v for k, v in self.options.items()})
+
+    # -- Delta helpers -------------------------------------------------------------------
+    def is_table(self, uri: str) -> bool:
+        from deltalake import DeltaTable
+
+        return self.call(lambda: DeltaTable.is_deltatable(uri, storage_options=self.delta(uri)), what=f"checking {uri}", uri=uri)
+
+    def table(self, uri: str, version: int | None = None) -> Any:
+        from deltalake import DeltaTable
+
+        return self.call(lambda: DeltaTable(uri, version=version, storage_options=self.delta(uri)), what=f"opening {uri}", uri=uri)
+
+    def call(self, fn: Callable[[], T], *, what: str, uri: str | None = None) -> T:
+        """Run ``fn``; retry transient faults with exponential backoff and jitter within the budget."""
+        policy = self.retry
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except MedallionError:
+                raise
+            except Exception as exc:  # classified below: transient faults are retried
+                elapsed = time.monotonic() - start
+                delay = min(policy.max_delay_s, policy.initial_delay_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                if not is_transient(exc) or attempt >= policy.max_attempts or elapsed + delay > policy.budget_s:
+                    explained = explain(exc, uri=uri, storage=self) if uri else None
+                    if explained is not None:
+                        explained.message += f" (after {attempt} attempt(s) in {elapsed:.0f}s)" if attempt > 1 else ""
+                        raise explained from exc
+                    if is_transient(exc):
+                        raise StorageError(
+                            f"{what} failed after {attempt} attempt(s) in {elapsed:.0f}s: {first_line(exc)}",
+                            hint="the object store kept failing; check the endpoint and try again later, or raise medallion.retry.budget_s",
+                        ) from exc
+                    raise
+                self.retries += 1
+                time.sleep(delay)
+
+
+class StorageError(MedallionError):
+    """An object store that kept failing, or that refused us."""
+
+
+def first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    parts = [p.strip(" ↳") for p in text.splitlines() if p.strip(" ↳")]
+    return scrub(" ".join(parts[:4])) if parts else type(exc).__name__
+
+
+def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError | None:
+    """A clear error for a deterministic object-store failure (wrong endpoint, bucket, credentials)."""
+    if not is_remote(uri):
+        return None
+    text = f"{exc}".lower()
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    endpoint = storage.options.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
+    if "nosuchbucket" in text or "no such bucket" in text or ("404" in text and "list" in text):
+        return StorageError(f"bucket {bucket!r} does not exist at {endpoint}", hint="create it, or fix the bucket in medallion.lake_root / the landing path")
+    if any(w in text for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "403", "accessdenied", "access denied", "forbidden")):
+        return StorageError(f"access to bucket {bucket!r} at {endpoint} was denied",
+                            hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile) and the bucket policy")
+    if any(w in text for w in ("error sending request", "connection refused", "dns error", "failed to lookup")):
+        return StorageError(f"cannot reach the object store at {endpoint} (bucket {bucket!r})",
+                            hint="check AWS_ENDPOINT_URL / medallion.storage_options and that the service is up")
+    return None
