@@ -90,3 +90,22 @@ def add_landing_file(project: Path, name: str, rows: list[tuple] | None = None) 
     path = project / "data" / "landing" / name
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    from s3fixtures import MotoS3
+
+    server = MotoS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_s3, monkeypatch):
+    """A fresh moto S3 with bucket `lake-bucket`; AWS_* variables point at it."""
+    moto_s3.reset()
+    for key, value in moto_s3.env().items():
+        monkeypatch.setenv(key, value)
+    moto_s3.client().create_bucket(Bucket="lake-bucket")
+    return moto_s3

@@ -74,9 +74,11 @@ class RunResult:
     status: str  # succeeded | failed
     layers: tuple[LayerResult, ...]
     duration_s: float
+    storage_retries: int = 0  # transient object-store faults retried by medallion
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "storage_retries": self.storage_retries,
             "run_id": self.run_id,
             "project": self.project,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
@@ -202,12 +204,17 @@ def run_project(
             done.append(failed)
             if on_layer_done:
                 on_layer_done(failed)
-            partial = RunResult(run_id, project.name, started, "failed", tuple(done), time.perf_counter() - t0)
+            partial = RunResult(run_id, project.name, started, "failed", tuple(done), time.perf_counter() - t0,
+                                _retries(project))
             raise RunFailedError(exc, partial) from exc
         done.append(result)
         if on_layer_done:
             on_layer_done(result)
-    return RunResult(run_id, project.name, started, "succeeded", tuple(done), time.perf_counter() - t0)
+    return RunResult(run_id, project.name, started, "succeeded", tuple(done), time.perf_counter() - t0, _retries(project))
+
+
+def _retries(project: Project) -> int:
+    return project.storage.retries if project.storage is not None else 0
 
 
 def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOptions = RunOptions()) -> list[LayerPlan]:

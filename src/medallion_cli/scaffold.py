@@ -9,6 +9,7 @@ all-or-nothing: on failure every file and folder it created is removed again.
 from __future__ import annotations
 
 import keyword
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -70,6 +71,27 @@ def validate_name(name: str) -> None:
         )
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_storage(storage: str, bucket: str | None, prefix: str, name: str) -> str:
+    """Validate the lake location; returns the prefix normalized to ``a/b/`` (or '')."""
+    if storage not in ("local", "s3"):
+        raise ScaffoldError(f"unknown storage {storage!r}", hint="use local or s3")
+    if storage == "local":
+        if bucket:
+            raise ScaffoldError("--bucket needs --storage s3")
+        return ""
+    if not bucket:
+        raise ScaffoldError("--storage s3 needs --bucket NAME")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ScaffoldError(f"{bucket!r} is not a valid S3 bucket name", hint="3-63 lowercase letters, digits, dots or hyphens")
+    prefix = (prefix or name).strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) or any(c in prefix for c in " \\{}"):
+        raise ScaffoldError(f"{prefix!r} is not a usable key prefix", hint="e.g. --prefix analytics/shop")
+    return prefix + "/"
+
+
 def plan(template: str, *, sample_data: bool = True) -> list[tuple[PurePosixPath, Path]]:
     """(destination in the project, template source file) for every file of ``template``."""
     kinds = available_templates()
@@ -110,6 +132,9 @@ def init_project(
     template: str = "events",
     force: bool = False,
     sample_data: bool = True,
+    storage: str = "local",
+    bucket: str | None = None,
+    prefix: str = "",
 ) -> ScaffoldResult:
     """Create project ``name`` in ``parent/name`` from ``template``.
 
@@ -117,6 +142,7 @@ def init_project(
     other files left alone). On any failure, what this call created is removed.
     """
     validate_name(name)
+    prefix = _check_storage(storage, bucket, prefix, name)
     parent = parent.resolve()
     root = (parent / name).resolve()
     if root.parent != parent:
@@ -129,7 +155,8 @@ def init_project(
             hint="choose another name, empty the folder, or pass --force to overwrite template files",
         )
     files = plan(template, sample_data=sample_data)
-    context = {"project_name": name, "medallion_version": __version__, "template": template}
+    context = {"project_name": name, "medallion_version": __version__, "template": template,
+               "storage": storage, "bucket": bucket or "", "prefix": prefix}
 
     created_dirs: list[Path] = []
     created_files: list[Path] = []

@@ -129,7 +129,7 @@ class Storage:
         options: dict[str, str] = {k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k)}
         for key, value in (configured or {}).items():
             value = interpolate(value, where=f"{where}: {key}")
-            if value is not None:
+            if value is not None and value != "":  # `${VAR:-}` leaves an option unset
                 options[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
         for pair in overrides:
             key, sep, value = pair.partition("=")

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exception(err, file=sys.stderr)
+        from medallion_cli.storage import scrub
+
+        err.message, err.hint = scrub(err.message), scrub(err.hint) if err.hint else err.hint
         out = State.get_output()
         out.error(err)
         result = getattr(err, "result", None)
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: say so plainly, traceback only with --debug
         if State.debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        from medallion_cli.storage import scrub
+
+        print(f"error: unexpected {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
         print("  hint: this is a bug in medallion; rerun with --debug and report the traceback", file=sys.stderr)
         sys.exit(int(ExitCode.RUN_FAILED))

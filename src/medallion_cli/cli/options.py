@@ -19,6 +19,19 @@ ProjectOpt = Annotated[
 ]
 
 
+StorageOpt = Annotated[
+    list[str] | None,
+    typer.Option("--storage-option", help="Object-store option KEY=VALUE (e.g. AWS_ENDPOINT_URL=http://...). Repeatable.", show_default=False),
+]
+
+
+def load(project_dir: Path | None, storage_options: list[str] | None = None):
+    """The project at or above ``project_dir``, with command-line storage options applied."""
+    from medallion_cli.project import find_project_root, load_project
+
+    return load_project(find_project_root(project_dir), storage_overrides=storage_options or [])
+
+
 class State:
     """Per-invocation settings the error boundary in ``app.main`` needs."""
 

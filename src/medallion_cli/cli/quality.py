@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, setup
+from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, load, setup
 
 
 def quality(
     table: Annotated[str, typer.Argument(help="Table or layer whose quarantine to summarize (e.g. silver).", show_default=False)],
     run: Annotated[str | None, typer.Option("--run", help="Only rows quarantined by this run id.", show_default=False)] = None,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Summarize quarantined rows: counts per check and column, sample values, runs.
@@ -20,11 +21,10 @@ def quality(
     """
     from medallion_cli.delta import resolve
     from medallion_cli.output import quality_tables
-    from medallion_cli.project import find_project_root, load_project
     from medallion_cli.quality import QUARANTINE_SUFFIX, summarize
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    project = load_project(find_project_root(project_dir))
+    project = load(project_dir, storage_option)
     name = table.removesuffix(QUARANTINE_SUFFIX)
     ref = resolve(name, project)
     target = ref.layer.target.table if ref.layer else ref.name

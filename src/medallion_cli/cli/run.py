@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, YesOpt, confirm, setup
+from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, YesOpt, confirm, load, setup
 
 
 def run(
@@ -31,6 +31,7 @@ def run(
     plan_only: Annotated[bool, typer.Option("--plan", "--dry-run", help="Print what each layer would read and write; change nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="If another run holds a layer, wait for it instead of failing.")] = False,
     yes: YesOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -43,11 +44,10 @@ def run(
     """
     from medallion_cli.incremental import Window
     from medallion_cli.output import plan_table, run_table
-    from medallion_cli.project import find_project_root, load_project
     from medallion_cli.runner import RunOptions, count_rows, parse_overrides, plan_project, run_project
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    project = load_project(find_project_root(project_dir))
+    project = load(project_dir, storage_option)
     window = Window.parse(since, until)
     options = RunOptions(
         overrides=parse_overrides(set_ or []),
@@ -94,6 +94,8 @@ def run(
             out.status(layer.status, f"{layer.layer}: {layer.window}: {rows} rows, {version}, {layer.duration_s:.2f}s")
 
     result = run_project(project, layers, options=options, on_layer_start=started, on_layer_done=finished)
+    if result.storage_retries:
+        out.warn(f"{result.storage_retries} transient object-store fault(s) were retried")
     if json_mode:
         out.json(result.to_dict())
     elif not quiet:

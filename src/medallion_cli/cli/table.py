@@ -6,26 +6,27 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, YesOpt, confirm, setup
+from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, YesOpt, confirm, setup
 
 TableArg = Annotated[str, typer.Argument(help="Project table or layer (silver_events, silver), or a path/URI of any Delta table.", show_default=False)]
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", min=0, help="Table version (time travel).", show_default=False)]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Time travel to this time (ISO timestamp, '2 days ago').", show_default=False)]
 
 
-def _ref(name: str, project_dir):
+def _ref(name: str, project_dir, storage_option: list[str] | None = None):
     """Resolve a table; the project is optional for paths and URIs."""
+    from medallion_cli.cli.options import load
     from medallion_cli.delta import resolve
     from medallion_cli.errors import ProjectNotFoundError
-    from medallion_cli.project import find_project_root, load_project
+    from medallion_cli.storage import Storage
 
     try:
-        project = load_project(find_project_root(project_dir))
+        project = load(project_dir, storage_option)
     except ProjectNotFoundError:
         if project_dir is not None:
             raise
         project = None
-    return resolve(name, project), project
+    return resolve(name, project, None if project else Storage.resolve(None, storage_option or [])), project
 
 
 def _as_of(text: str | None):
@@ -34,17 +35,18 @@ def _as_of(text: str | None):
     return parse_time(text, what="--as-of") if text else None
 
 
-def tables(project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+def tables(storage_option: StorageOpt = None, project_dir: ProjectOpt = None, json_mode: JsonOpt = False,
+           quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
     """List the project's tables: layer, URI, version, rows, files, size, last commit and run.
 
     Example: medallion tables --json
     """
+    from medallion_cli.cli.options import load
     from medallion_cli.delta import list_tables
     from medallion_cli.output import tables_table
-    from medallion_cli.project import find_project_root, load_project
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    found = list_tables(load_project(find_project_root(project_dir)))
+    found = list_tables(load(project_dir, storage_option))
     if json_mode:
         out.json({"tables": [t.to_dict() for t in found]})
     else:
@@ -54,6 +56,7 @@ def tables(project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: Qu
 def history(
     table: TableArg,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Newest N commits.")] = None,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Commits of a table, newest first: operation, rows and files changed, medallion's run.
@@ -64,7 +67,7 @@ def history(
     from medallion_cli.output import history_table
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir)
+    ref, _ = _ref(table, project_dir, storage_option)
     entries = delta.history(ref, limit=limit)
     if json_mode:
         out.json({"table": ref.name, "uri": ref.uri, "history": [e.to_dict() for e in entries]})
@@ -74,6 +77,7 @@ def history(
 
 def describe(
     table: TableArg, version: VersionOpt = None,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Schema (with nullability), partitioning, properties, protocol, files and size.
@@ -84,7 +88,7 @@ def describe(
     from medallion_cli.output import describe_tables
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir)
+    ref, _ = _ref(table, project_dir, storage_option)
     info = delta.describe(ref, version=version)
     if json_mode:
         out.json(info.to_dict())
@@ -99,6 +103,7 @@ def show(
     columns: Annotated[str | None, typer.Option("--columns", help="Comma-separated columns to show.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Rows to show.")] = 20,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Preview rows, optionally at an earlier version or time.
@@ -114,7 +119,7 @@ def show(
         raise UsageError("pass --version or --as-of, not both")
     if json_mode and csv:
         raise UsageError("pass --json or --csv, not both")
-    ref, _ = _ref(table, project_dir)
+    ref, _ = _ref(table, project_dir, storage_option)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     frame = delta.show(ref, version=version, as_of=_as_of(as_of), where=where, columns=cols, limit=limit)
     if json_mode:
@@ -131,6 +136,7 @@ def diff(
     to_version: Annotated[int | None, typer.Argument(help="Newer version (default: latest).", min=0)] = None,
     rows: Annotated[bool, typer.Option("--rows", help="Also list rows added and removed.")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many rows each way.")] = 20,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """What changed between two versions: columns added, dropped, retyped; row count; rows.
@@ -141,7 +147,7 @@ def diff(
     from medallion_cli.output import diff_tables
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir)
+    ref, _ = _ref(table, project_dir, storage_option)
     result = delta.diff(ref, from_version, to_version, rows=rows, limit=limit)
     if json_mode:
         out.json(result.to_dict())
@@ -152,6 +158,7 @@ def diff(
 
 def restore(
     table: TableArg, version: VersionOpt = None, as_of: AsOfOpt = None, yes: YesOpt = False, dry_run: DryRunOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Restore a table to an earlier version (its watermark goes back with it).
@@ -161,7 +168,7 @@ def restore(
     from medallion_cli import maintenance
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, project = _ref(table, project_dir)
+    ref, project = _ref(table, project_dir, storage_option)
     plan = maintenance.plan_restore(project, ref, version=version, as_of=_as_of(as_of))
     out.info(f"restore {plan.table} from version {plan.current_version} ({plan.rows_now:,} rows) "
              f"to version {plan.target_version} ({plan.rows_then:,} rows)")
@@ -189,6 +196,7 @@ def vacuum(
     allow_short: Annotated[bool, typer.Option("--allow-short-retention", help="Allow a retention below 168 hours.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Also delete orphan files no version ever referenced (e.g. from killed writes).")] = False,
     yes: YesOpt = False, dry_run: DryRunOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Delete data files no longer needed. A dry run unless --yes.
@@ -198,7 +206,7 @@ def vacuum(
     from medallion_cli import maintenance
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir)
+    ref, _ = _ref(table, project_dir, storage_option)
     plan = maintenance.plan_vacuum(ref, retention_hours=retention_hours, allow_short=allow_short, full=full)
     out.info(f"vacuum {plan.table}: {len(plan.files)} file(s) to delete (retention {plan.retention_hours} h)")
     if plan.versions_losing_time_travel:
@@ -223,6 +231,7 @@ def optimize(
     z_order: Annotated[str | None, typer.Option("--z-order", help="Comma-separated columns to cluster by.", show_default=False)] = None,
     target_size_mb: Annotated[int, typer.Option("--target-size-mb", min=1, help="Size of the rewritten files.")] = 128,
     yes: YesOpt = False, dry_run: DryRunOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Compact small files (or z-order by columns) into fewer, larger ones.
@@ -232,7 +241,7 @@ def optimize(
     from medallion_cli import maintenance
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir)
+    ref, _ = _ref(table, project_dir, storage_option)
     cols = [c.strip() for c in z_order.split(",") if c.strip()] if z_order else None
     plan = maintenance.plan_optimize(ref, z_order=cols, target_size_mb=target_size_mb)
     how = f"z-order by {', '.join(plan.z_order)}" if plan.z_order else "compact"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, YesOpt, confirm, setup
+from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, YesOpt, confirm, load, setup
 
 app = typer.Typer(
     help="Show and change the watermarks of incremental tables (kept in .medallion/state.duckdb).",
@@ -17,15 +17,14 @@ app = typer.Typer(
 TableArg = Annotated[str, typer.Argument(help="Table (e.g. silver_events) or its layer (e.g. silver).", show_default=False)]
 
 
-def _project(project_dir):
-    from medallion_cli.project import find_project_root, load_project
-
-    return load_project(find_project_root(project_dir))
+def _project(project_dir, storage_option=None):
+    return load(project_dir, storage_option)
 
 
 @app.command("show")
 def show(
     table: Annotated[str | None, typer.Argument(help="Only this table (or layer).", show_default=False)] = None,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -39,7 +38,7 @@ def show(
     from medallion_cli.output import watermark_table
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    found = watermarks.show(_project(project_dir), table)
+    found = watermarks.show(_project(project_dir, storage_option), table)
     if json_mode:
         out.json({"watermarks": [w.to_dict() for w in found]})
     else:
@@ -50,6 +49,7 @@ def show(
 def history(
     table: TableArg,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Newest N changes.")] = None,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -63,7 +63,7 @@ def history(
     from medallion_cli.output import watermark_history_table
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    changes = watermarks.history(_project(project_dir), table, limit=limit)
+    changes = watermarks.history(_project(project_dir, storage_option), table, limit=limit)
     if json_mode:
         out.json({"history": [c.to_dict() for c in changes]})
     else:
@@ -92,6 +92,7 @@ def set_(
     value: Annotated[str, typer.Argument(help="New value: a timestamp (ISO or '2 days ago') or, for partition layers, a source version.", show_default=False)],
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -104,7 +105,7 @@ def set_(
     from medallion_cli import watermarks
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    project = _project(project_dir)
+    project = _project(project_dir, storage_option)
     _apply(project, watermarks.plan_set(project, table, value), yes=yes, dry_run=dry_run, json_mode=json_mode, out=out)
 
 
@@ -113,6 +114,7 @@ def reset(
     table: TableArg,
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -125,13 +127,14 @@ def reset(
     from medallion_cli import watermarks
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    project = _project(project_dir)
+    project = _project(project_dir, storage_option)
     _apply(project, watermarks.plan_reset(project, table), yes=yes, dry_run=dry_run, json_mode=json_mode, out=out)
 
 
 @app.command("repair")
 def repair(
     dry_run: DryRunOpt = False,
+    storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -145,7 +148,7 @@ def repair(
     from medallion_cli.output import repair_table
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    reports = watermarks.repair(_project(project_dir), dry_run=dry_run)
+    reports = watermarks.repair(_project(project_dir, storage_option), dry_run=dry_run)
     if json_mode:
         out.json({"repair": [r.to_dict() for r in reports], "dry_run": dry_run})
     else:
