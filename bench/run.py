@@ -136,6 +136,52 @@ def report_quality(results: list[dict]) -> None:
               f"peak RSS {w['peak_rss_mib']:.0f} vs {wo['peak_rss_mib']:.0f} MiB")
 
 
+def bench_s3(rows: int, files: int) -> dict:
+    """`medallion run all` with the lake on a moto S3 server (a local process), next to local."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    sys.path.insert(0, str(HERE))
+    from generate import events, write_files
+    from s3fixtures import MotoS3
+
+    root = WORK / f"s3_{rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    landing = root / "landing"
+    write_files(events(rows, seed=7), landing, files, "parquet")
+    server = MotoS3()
+    try:
+        server.client().create_bucket(Bucket="bench")
+        env = {**os.environ, **server.env()}
+        subprocess.run([BIN / "medallion", "init", "s3proj", "--no-sample-data", "-q", "--directory", root,
+                        "--storage", "s3", "--bucket", "bench"], check=True, env=env)
+        for f in landing.iterdir():
+            os.symlink(f, root / "s3proj" / "data" / "landing" / f.name)
+        old = dict(os.environ)
+        os.environ.update(server.env())
+        try:
+            s3 = measured([BIN / "medallion", "run", "all", "--json", "-q"], root / "s3proj")
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        doc = json.loads(s3.pop("stdout"))
+        s3["layers"] = {l["layer"]: l["duration_s"] for l in doc["layers"]}
+        local_project = fresh_project(root, landing, "localproj")
+        local = measured([BIN / "medallion", "run", "all", "--json", "-q"], local_project)
+        local.pop("stdout")
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return {"rows": rows, "s3": s3, "local": local}
+
+
+def report_s3(results: list[dict]) -> None:
+    print("\n== `medallion run all` with the lake on S3 (moto server on 127.0.0.1) vs local ==")
+    for r in results:
+        s3, local = r["s3"], r["local"]
+        layers = ", ".join(f"{k} {v:.2f}s" for k, v in s3["layers"].items())
+        print(f"{r['rows']:,} rows: S3 {s3['wall_s']:.2f}s ({r['rows'] / s3['wall_s']:,.0f} rows/s; {layers}) "
+              f"vs local {local['wall_s']:.2f}s ({r['rows'] / local['wall_s']:,.0f} rows/s)")
+
+
 def bench_size(rows: int, files: int) -> dict:
     sys.path.insert(0, str(HERE))
     from generate import events, write_files
@@ -199,7 +245,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--batch", type=int, default=50_000, help="incremental batch rows (default: 1%% of 5M)")
-    parser.add_argument("--only", choices=["full", "incremental", "quality"], help="run one part of the benchmark")
+    parser.add_argument("--only", choices=["full", "incremental", "quality", "s3"], help="run one part of the benchmark")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     results: dict = {}
@@ -209,6 +255,8 @@ def main() -> None:
         results["incremental"] = [bench_incremental(rows, args.files, args.batch) for rows in args.rows]
     if args.only in (None, "quality"):
         results["quality"] = [bench_quality(rows, args.files) for rows in args.rows if rows >= 5_000_000 or args.only]
+    if args.only == "s3":
+        results["s3"] = [bench_s3(rows, args.files) for rows in args.rows]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     if "full" in results:
         report(results["full"])
@@ -216,6 +264,8 @@ def main() -> None:
         report_incremental(results["incremental"])
     if results.get("quality"):
         report_quality(results["quality"])
+    if results.get("s3"):
+        report_s3(results["s3"])
 
 
 if __name__ == "__main__":
