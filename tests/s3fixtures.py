@@ -10,6 +10,29 @@ from urllib.parse import urlsplit
 SECRET = "medallion-test-secret-9f3a7c"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, proc) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{url} did not come up") from None
+            time.sleep(0.05)
+
+
 class MotoS3:
     """moto's server in its own process on 127.0.0.1.
 
@@ -18,15 +41,10 @@ class MotoS3:
     """
 
     def __init__(self) -> None:
-        import socket
         import subprocess
         import sys
-        import time
-        import urllib.request
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = _free_port()
         code = (
             "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR);"
             "from moto.server import ThreadedMotoServer;"
@@ -36,15 +54,7 @@ class MotoS3:
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
+        _wait_for(f"{self.endpoint}/moto-api/", self.proc)
 
     def reset(self) -> None:
         import urllib.request
@@ -80,27 +90,14 @@ class FaultProxy:
     """
 
     def __init__(self, target: str, fail_first: int) -> None:
-        import socket
         import subprocess
         import sys
-        import time
-        import urllib.request
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([sys.executable, __file__, target, str(fail_first), str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/__stats", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("fault proxy did not start") from None
-                time.sleep(0.05)
+        _wait_for(f"{self.endpoint}/__stats", self.proc)
 
     def stats(self) -> dict:
         import json

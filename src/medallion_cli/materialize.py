@@ -172,8 +172,11 @@ def write(
     if not exists:
         if mode == "merge":
             _check_unique_keys(df, target)
+        # Two appenders may both find no table: with mode "append" the loser's commit of
+        # version 0 fails (conditional put) and is retried onto the winner's table.
+        create = "append" if mode == "append" else "error"
         storage.call(lambda: write_deltalake(
-            uri, df, mode="error", partition_by=partition_by, configuration=target.properties or None, **common
+            uri, df, mode=create, partition_by=partition_by, configuration=target.properties or None, **common
         ), what=what, uri=uri)
         operation = "create"
     elif mode == "merge":

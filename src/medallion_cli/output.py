@@ -94,6 +94,19 @@ class Output:
         self.out.file.write(json.dumps(data, indent=2, default=_json_default) + "\n")
         self.out.file.flush()
 
+    def report(self, data: Any, tables: list[Table]) -> None:
+        """The one JSON document with ``--json``, else the tables for people."""
+        if self.json_mode:
+            self.json(data)
+        else:
+            for table in tables:
+                self.table(table)
+
+    def unapplied(self, plan: Any) -> None:
+        """A plan that was only shown (``--dry-run``): its JSON with ``applied: false``."""
+        if self.json_mode:
+            self.json({"plan": plan.to_dict(), "applied": False})
+
     def table(self, table: Table, *, to_stderr: bool = False) -> None:
         console = self.err if to_stderr else self.out
         if table.row_count > FAST_TABLE_ROWS:

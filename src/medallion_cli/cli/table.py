@@ -47,10 +47,7 @@ def tables(storage_option: StorageOpt = None, project_dir: ProjectOpt = None, js
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     found = list_tables(load(project_dir, storage_option))
-    if json_mode:
-        out.json({"tables": [t.to_dict() for t in found]})
-    else:
-        out.table(tables_table(found))
+    out.report({"tables": [t.to_dict() for t in found]}, [tables_table(found)])
 
 
 def history(
@@ -69,10 +66,7 @@ def history(
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     ref, _ = _ref(table, project_dir, storage_option)
     entries = delta.history(ref, limit=limit)
-    if json_mode:
-        out.json({"table": ref.name, "uri": ref.uri, "history": [e.to_dict() for e in entries]})
-    else:
-        out.table(history_table(ref.name, entries))
+    out.report({"table": ref.name, "uri": ref.uri, "history": [e.to_dict() for e in entries]}, [history_table(ref.name, entries)])
 
 
 def describe(
@@ -90,11 +84,7 @@ def describe(
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     ref, _ = _ref(table, project_dir, storage_option)
     info = delta.describe(ref, version=version)
-    if json_mode:
-        out.json(info.to_dict())
-    else:
-        for t in describe_tables(info):
-            out.table(t)
+    out.report(info.to_dict(), describe_tables(info))
 
 
 def show(
@@ -149,11 +139,7 @@ def diff(
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     ref, _ = _ref(table, project_dir, storage_option)
     result = delta.diff(ref, from_version, to_version, rows=rows, limit=limit)
-    if json_mode:
-        out.json(result.to_dict())
-    else:
-        for t in diff_tables(result):
-            out.table(t)
+    out.report(result.to_dict(), diff_tables(result))
 
 
 def restore(
@@ -180,8 +166,7 @@ def restore(
     for other in plan.downstream_resets:
         out.info(f"{other} was built from later versions: its watermark is reset, the next run rebuilds it")
     if dry_run:
-        if json_mode:
-            out.json({"plan": plan.to_dict(), "applied": False})
+        out.unapplied(plan)
         return
     confirm(f"Restore {plan.table} to version {plan.target_version}?", yes=yes)
     new_version = maintenance.apply_restore(project, ref, plan)
@@ -247,8 +232,7 @@ def optimize(
     how = f"z-order by {', '.join(plan.z_order)}" if plan.z_order else "compact"
     out.info(f"optimize {plan.table} ({how}): {plan.files} file(s), {plan.small_files} small, target {plan.target_size_mb} MB")
     if dry_run:
-        if json_mode:
-            out.json({"plan": plan.to_dict(), "applied": False})
+        out.unapplied(plan)
         return
     confirm(f"Optimize {plan.table}?", yes=yes)
     metrics = maintenance.apply_optimize(ref, plan)

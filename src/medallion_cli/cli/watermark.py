@@ -39,10 +39,7 @@ def show(
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     found = watermarks.show(_project(project_dir, storage_option), table)
-    if json_mode:
-        out.json({"watermarks": [w.to_dict() for w in found]})
-    else:
-        out.table(watermark_table(found))
+    out.report({"watermarks": [w.to_dict() for w in found]}, [watermark_table(found)])
 
 
 @app.command("history")
@@ -64,10 +61,7 @@ def history(
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     changes = watermarks.history(_project(project_dir, storage_option), table, limit=limit)
-    if json_mode:
-        out.json({"history": [c.to_dict() for c in changes]})
-    else:
-        out.table(watermark_history_table(changes))
+    out.report({"history": [c.to_dict() for c in changes]}, [watermark_history_table(changes)])
 
 
 def _apply(project, plan, *, yes: bool, dry_run: bool, json_mode: bool, out) -> None:
@@ -76,8 +70,7 @@ def _apply(project, plan, *, yes: bool, dry_run: bool, json_mode: bool, out) -> 
     out.info(f"{plan.action} watermark of {plan.table} ({plan.column}): {plan.old_value or '(none)'} -> {plan.new_value or '(none)'}")
     out.info(f"effect: {plan.effect}")
     if dry_run:
-        if json_mode:
-            out.json({"plan": plan.to_dict(), "applied": False})
+        out.unapplied(plan)
         return
     confirm(f"{plan.action.capitalize()} the watermark of {plan.table}?", yes=yes)
     watermarks.apply(project, plan)
@@ -149,7 +142,4 @@ def repair(
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     reports = watermarks.repair(_project(project_dir, storage_option), dry_run=dry_run)
-    if json_mode:
-        out.json({"repair": [r.to_dict() for r in reports], "dry_run": dry_run})
-    else:
-        out.table(repair_table(reports))
+    out.report({"repair": [r.to_dict() for r in reports], "dry_run": dry_run}, [repair_table(reports)])
