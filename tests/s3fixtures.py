@@ -40,18 +40,22 @@ class MotoS3:
     while they wait for S3, so a server thread in the same process would never answer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, check_credentials: bool = False) -> None:
+        import os
         import subprocess
         import sys
 
         port = _free_port()
+        env = dict(os.environ)
+        if check_credentials:  # moto then refuses keys its IAM does not know (403)
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
         code = (
             "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR);"
             "from moto.server import ThreadedMotoServer;"
             f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False); s.start();"
             "sys.stdin.read()"
         )
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.endpoint = f"http://127.0.0.1:{port}"
         _wait_for(f"{self.endpoint}/moto-api/", self.proc)

@@ -119,6 +119,22 @@ def test_missing_bucket_is_named(s3, tmp_path):
     assert "bucket 'no-such-bucket' does not exist" in r.stderr, r
 
 
+def test_refused_credentials_are_one_clear_line(s3_project, monkeypatch):
+    from s3fixtures import MotoS3
+
+    strict = MotoS3(check_credentials=True)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", strict.endpoint)
+        t0 = time.perf_counter()
+        r = medallion("run", "all", "-C", s3_project)
+        assert time.perf_counter() - t0 < 30  # access denied is not retried
+    finally:
+        strict.stop()
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    assert f"access to bucket 'lake-bucket' at {strict.endpoint} was denied" in r.stderr, r
+    assert "AWS_SECRET_ACCESS_KEY" in r.stderr and SECRET not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_transient_503s_are_retried(s3_project, s3, monkeypatch):
     proxy = FaultProxy(s3.endpoint, fail_first=6)
     try:
