@@ -59,13 +59,21 @@ def test_killed_runs_recover_exactly(project, tmp_path):
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
 
+    # How long one uninterrupted run takes here, as a subprocess: timed kills fall inside it.
+    path = stream.write(stream.batch(3000), landing)
+    shutil.copy2(path, twin / "data" / "landing" / path.name)
+    assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"], check=True, timeout=300)
+    duration = time.perf_counter() - t0
+    assert_same(project, twin)
+
     rng = random.Random(42)
     scenarios = [("point", p) for p in NAMED] + [("timed", None)] * TIMED
     killed_timed = 0
     for kind, point in scenarios:
         path = stream.write(stream.batch(3000), landing)
         shutil.copy2(path, twin / "data" / "landing" / path.name)
-        t0 = time.perf_counter()
         assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
         env = dict(os.environ)
         cmd = [sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"]
@@ -75,7 +83,7 @@ def test_killed_runs_recover_exactly(project, tmp_path):
             assert proc.returncode == -9, (point, proc.stderr)
         else:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(1.2, 4.0))  # interpreter start-up is ~1.5 s of the run
+            time.sleep(rng.uniform(0.4, 0.95) * duration)  # start-up is the first ~1.5 s
             proc.kill()
             killed_timed += proc.wait() == -9
         r = medallion("run", "all", "-C", project, "-q")
