@@ -56,7 +56,6 @@ def fresh_project(root: Path, landing_src: Path, name: str) -> Path:
 def bench_incremental(rows: int, files: int, batch: int) -> dict:
     """Full load of ``rows``, then one incremental `run all` over a batch of ``batch`` rows."""
     sys.path.insert(0, str(HERE))
-    import polars as pl
     from generate import events, incremental_batch, write_files
 
     root = WORK / f"inc_{rows}"

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -170,15 +169,15 @@ def test_faults_beyond_the_budget_fail_cleanly_with_nothing_half_written(s3_proj
 
 
 def test_concurrent_appenders_lose_no_rows(s3):
-    code = f"""
+    code = """
 import polars as pl
 from medallion_cli.materialize import write
 from medallion_cli.project import TargetConfig
 from medallion_cli.storage import Storage
 storage = Storage.resolve()
 for i in range(8):
-    df = pl.DataFrame({{"writer": [WRITER] * 5, "i": [i] * 5}})
-    write(df, "s3://lake-bucket/concurrent", TargetConfig(table="concurrent", mode="append"), metadata={{}}, storage=storage)
+    df = pl.DataFrame({"writer": [WRITER] * 5, "i": [i] * 5})
+    write(df, "s3://lake-bucket/concurrent", TargetConfig(table="concurrent", mode="append"), metadata={}, storage=storage)
 print(storage.retries)
 """
     procs = [subprocess.Popen([sys.executable, "-c", code.replace("WRITER", str(w))], env=os.environ.copy(),

@@ -7,14 +7,13 @@ names imports from schemas.py.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from medallion_cli.errors import MedallionError
+from medallion_cli.project import import_file
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,6 @@ def check_project(root: Path) -> list[CheckResult]:
     return results
 
 
-def _import_module(path: Path) -> Any:
-    name = f"medallion_check_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
 def _check_dag(project: Any, layer: Any) -> CheckResult:
     import os
 
@@ -68,7 +54,7 @@ def _check_dag(project: Any, layer: Any) -> CheckResult:
     os.environ.setdefault("HAMILTON_AUTOLOAD_EXTENSIONS", "0")
     path = project.root / "pipelines" / f"{layer.name}.py"
     try:
-        module = _import_module(path)
+        module = import_file(path)
     except Exception as exc:  # any import-time error of the user's module
         return CheckResult(layer.name, "pipeline", False, f"{path.name} fails to import: {type(exc).__name__}: {exc}")
     from hamilton import driver

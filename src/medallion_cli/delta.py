@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medallion_cli.errors import MedallionError, UsageError
+from medallion_cli.storage import first_line as _first_line
+from medallion_cli.timeparse import iso_utc
 
 if TYPE_CHECKING:
     import polars as pl
@@ -94,18 +96,12 @@ def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | N
     return dt
 
 
-def _first_line(exc: BaseException) -> str:
-    from medallion_cli.storage import first_line
-
-    return first_line(exc)
-
-
 def _ts(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+    return None if value is None else iso_utc(value)
 
 
 # -- history --------------------------------------------------------------------------

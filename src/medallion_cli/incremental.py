@@ -15,6 +15,7 @@ from medallion_cli.errors import ConfigError, UsageError
 from medallion_cli.project import LayerConfig, Project
 from medallion_cli.sources import LandingFile
 from medallion_cli.state import StateStore, Watermark
+from medallion_cli.timeparse import iso_utc as _iso
 from medallion_cli.timeparse import parse_duration
 
 if TYPE_CHECKING:
@@ -96,10 +97,6 @@ class LayerPlan:
             "source_version": self.source_version,
             "warnings": list(self.warnings),
         }
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def micros(value: datetime) -> int:

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from medallion_cli.errors import ConflictError
+from medallion_cli.timeparse import iso_utc
 
 
 @contextmanager
@@ -48,7 +49,7 @@ def layer_lock(lock_dir: Path, layer: str, *, run_id: str, wait: float | None = 
             "run_id": run_id,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "since": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "since": iso_utc(datetime.now(timezone.utc)),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)

@@ -14,10 +14,12 @@ from typing import Any
 
 from medallion_cli import __version__
 from medallion_cli.commits import app_id, build_metadata, commits_since
-from medallion_cli.delta import TableError, TableRef, _first_line, open_table, query
+from medallion_cli.delta import TableError, TableRef, open_table, query
 from medallion_cli.errors import UsageError
 from medallion_cli.project import Project
 from medallion_cli.state import StateStore
+from medallion_cli.storage import first_line as _first_line
+from medallion_cli.timeparse import iso_utc
 from medallion_cli.sync import fold, sync_table
 
 DEFAULT_RETENTION_HOURS = 168
@@ -123,7 +125,7 @@ class VacuumPlan:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["cutoff"] = self.cutoff.isoformat().replace("+00:00", "Z")
+        data["cutoff"] = iso_utc(self.cutoff)
         data["file_count"] = len(self.files)
         return data
 

@@ -118,7 +118,9 @@ class Output:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        from medallion_cli.timeparse import iso_utc
+
+        return iso_utc(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Path):

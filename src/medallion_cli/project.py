@@ -146,6 +146,36 @@ def join_uri(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+_IMPORTED: dict[tuple[str, int, int], Any] = {}
+
+
+def import_file(path: Path) -> Any:
+    """Import a project's Python file (schemas.py, a pipeline module) by path.
+
+    The module gets a name unique to its path, so two projects in one process do not
+    collide; it is executed once per version of the file (size and mtime).
+    """
+    import hashlib
+    import importlib.util
+    import sys
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key in _IMPORTED:
+        return _IMPORTED[key]
+    name = f"medallion_project_{path.stem}_{hashlib.sha1(key[0].encode()).hexdigest()[:10]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    _IMPORTED[key] = module
+    return module
+
+
 def find_project_root(start: Path | None = None) -> Path:
     """Walk up from ``start`` (default: the working directory) to the project root.
 

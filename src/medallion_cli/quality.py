@@ -9,9 +9,6 @@ schema-level problem (missing column, wrong dtype) always fails: pandera's own
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -108,14 +105,11 @@ def load_schema(project: Project, name: str) -> Any:
     path = project.root / "schemas.py"
     if not path.is_file():
         raise ConfigError(f"{path} is missing, but a layer names the schema {name!r}")
-    module_name = "medallion_schemas_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    from medallion_cli.project import import_file
+
     try:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        module = import_file(path)
     except Exception as exc:
-        sys.modules.pop(module_name, None)
         raise ConfigError(f"{path} fails to import: {type(exc).__name__}: {exc}", hint="fix schemas.py") from exc
     obj = getattr(module, name, None)
     if obj is None:

@@ -27,6 +27,7 @@ from medallion_cli.incremental import LayerPlan, Window, plan_layer
 from medallion_cli.locks import layer_lock
 from medallion_cli.project import LayerConfig, Project
 from medallion_cli.state import StateStore
+from medallion_cli.timeparse import iso_utc
 from medallion_cli.sync import sync_table
 
 # Materialization settings a run may override with --set, next to the DAG's inputs.
@@ -56,7 +57,7 @@ class LayerResult:
     watermark_before: str | None = None
     watermark_after: str | None = None
     files_skipped: int | None = None
-    quality: dict[str, Any] | None = None
+    quality: Any = None  # quality.QualityReport (asdict() turns it into JSON-ready data)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,7 +82,7 @@ class RunResult:
             "storage_retries": self.storage_retries,
             "run_id": self.run_id,
             "project": self.project,
-            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "started_at": iso_utc(self.started_at),
             "status": self.status,
             "duration_s": round(self.duration_s, 3),
             "medallion_version": __version__,
@@ -360,7 +361,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     _crash_point(layer, "recorded")
     status = "written" if outcome.version is not None else "unchanged"
     result = _result(layer, uri, plan, status, outcome, rows_in, df.height, time.perf_counter() - t_layer, warnings)
-    return replace(result, quality=report.to_dict() if report else None)
+    return replace(result, quality=report)
 
 
 def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medallion_cli.errors import ConflictError, MedallionError
+from medallion_cli.timeparse import iso_utc as _iso
 
 SCHEMA_VERSION = 1
 
@@ -105,10 +106,6 @@ class WatermarkChange:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["changed_at"] = _iso(self.changed_at)
         return data
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class StateStore:

@@ -18,6 +18,11 @@ _UNITS = {
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 
 
+def iso_utc(value: datetime) -> str:
+    """``2026-11-28T06:34:00.123456Z``: how medallion writes every time it shows or stores."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def parse_duration(text: str, *, what: str = "duration") -> timedelta:
     """``"2 hours"``, ``"30m"``, ``"1 day"``, ``"0"`` to a timedelta."""
     text = text.strip().lower()

@@ -15,6 +15,7 @@ from medallion_cli.incremental import from_micros, micros
 from medallion_cli.project import LayerConfig, Project
 from medallion_cli.state import StateStore, Watermark, WatermarkChange
 from medallion_cli.sync import SyncReport, sync_table
+from medallion_cli.timeparse import iso_utc
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def plan_set(project: Project, name: str, value: str) -> WatermarkPlan:
     else:
         when: datetime = parse_time(value, what="VALUE")
         as_int = micros(when)
-        text = from_micros(as_int).isoformat().replace("+00:00", "Z")
+        text = iso_utc(from_micros(as_int))
         column = str(inc.column)
         effect = f"the next run reads {layer.source.table} rows with {column} after {text}"
     return WatermarkPlan(layer.target.table, layer.name, "set", column, current.value if current else None,

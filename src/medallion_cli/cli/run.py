@@ -80,14 +80,10 @@ def run(
         for warning in layer.warnings:
             out.warn(f"{layer.layer}: {warning}")
         if layer.quality:
-            from medallion_cli.quality import QualityReport
-
-            q = layer.quality
-            report = QualityReport(**{**q, "checks": []})
-            out.status("checked", f"{layer.layer}: {report.summary()}")
-            for c in q["checks"]:
-                samples = ', '.join('null' if v is None else str(v) for v in c['samples'])
-                out.info(f"           {c['schema']}: {c['column']} {c['check']}: {c['rows']:,} row(s), e.g. {samples}")
+            out.status("checked", f"{layer.layer}: {layer.quality.summary()}")
+            for c in layer.quality.checks:
+                samples = ", ".join("null" if v is None else str(v) for v in c.samples)
+                out.info(f"           {c.schema}: {c.column} {c.check}: {c.rows:,} row(s), e.g. {samples}")
         if layer.status != "failed":
             rows = "-" if layer.rows_out is None else f"{layer.rows_out:,}"
             version = "no new version" if layer.version is None else f"version {layer.version}"
