@@ -91,7 +91,7 @@ def test_pipeline_exception_stops_later_layers_and_writes_nothing(ran_project):
     before = versions(ran_project)
     module = ran_project / "pipelines" / "silver.py"
     module.write_text(module.read_text().replace(
-        '    keyed = normalized_events', '    raise ValueError("boom in silver")\n    keyed = normalized_events'
+        '    return normalized_events.select', '    raise ValueError("boom in silver")\n    return normalized_events.select'
     ))
     r = medallion("run", "all", "-C", ran_project)
     assert_clean_error(r, ExitCode.RUN_FAILED, "layer 'silver' failed: ValueError: boom in silver", "pipelines/silver.py:")

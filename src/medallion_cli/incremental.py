@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from medallion_cli.errors import ConfigError, UsageError
 from medallion_cli.project import LayerConfig, Project
-from medallion_cli.sources import LandingFile
+from medallion_cli.sources import SOURCE_FILE_COLUMN, LandingFile
 from medallion_cli.state import StateStore, Watermark
 from medallion_cli.timeparse import iso_utc as _iso
 from medallion_cli.timeparse import parse_duration
@@ -75,6 +75,7 @@ class LayerPlan:
     source_version: int | None = None
     started_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)
+    file_times: dict[str, int] = field(default_factory=dict)  # landing file -> its _ingested_at (µs)
 
     @property
     def runs(self) -> bool:
@@ -116,8 +117,13 @@ def plan_layer(
     inputs: dict[str, Any],
     window: Window = Window(),
     full_refresh: bool = False,
+    reference: Project | None = None,
 ) -> LayerPlan:
-    """Decide what ``layer`` reads and how it writes in this run."""
+    """Decide what ``layer`` reads and how it writes in this run.
+
+    ``reference``: another project (the live one, when ``medallion verify`` rebuilds into a
+    scratch lake) whose records give bronze's files and ingestion times on a full refresh.
+    """
     from medallion_cli import sources
 
     inc = layer.incremental
@@ -137,7 +143,7 @@ def plan_layer(
         return plan
     current = store.watermark(layer.target.table)
     if inc.strategy == "files":
-        return _plan_files(project, layer, store, current, started, window, full_refresh)
+        return _plan_files(project, layer, store, current, started, window, full_refresh, reference)
     if inc.strategy == "watermark":
         return _plan_watermark(project, layer, current, started, window, full_refresh)
     return _plan_partitions(project, layer, current, started, inputs, window, full_refresh)
@@ -159,6 +165,9 @@ def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFram
 
 
 # -- bronze: each landing file once -------------------------------------------------------
+INGESTED_AT = "_ingested_at"
+
+
 def _plan_files(
     project: Project,
     layer: LayerConfig,
@@ -167,7 +176,17 @@ def _plan_files(
     started: datetime,
     window: Window,
     full_refresh: bool,
+    reference: Project | None = None,
 ) -> LayerPlan:
+    """Which landing files bronze ingests, and the ingestion time each file's rows carry.
+
+    A file keeps the time it was first ingested (at its current content) for good: a full
+    refresh re-reads every file but stamps each with its recorded time, so arrival order,
+    which decides ties downstream, is the same as in the incremental history. New and
+    changed files get this run's time. A backfill (``--since/--until``) takes the landing
+    files modified in the window that are not ingested yet: an append table never gets a
+    file twice.
+    """
     from medallion_cli import sources
 
     landing = sources.list_landing(project.resolve_path(str(layer.source.landing)), project.storage)
@@ -177,21 +196,33 @@ def _plan_files(
     plan = LayerPlan(layer, "incremental", "new and changed landing files", write_mode=layer.target.mode,
                      watermark_column="_source_file", watermark_before=current.value if current else None,
                      ignored=landing.ignored, started_at=started)
+    seen = store.ingested_files(layer.target.table) if reference is None else {}
+    times: dict[str, datetime] = {}
     if full_refresh:
+        recorded = recorded_ingestion(reference or project, layer, None if reference else store)
+        times = {f.name: recorded[f.name][1] for f in landing.files
+                 if f.name in recorded and recorded[f.name][0] == f.fingerprint and recorded[f.name][1] is not None}
         plan.kind, plan.window, plan.write_mode = "full_refresh", "all landing files", "overwrite"
-        chosen = list(landing.files)
-        plan.files_new = len(chosen)
-    elif window:
-        plan.kind, plan.window = "backfill", f"landing files modified in {window.describe()}"
-        chosen = [
-            f for f in landing.files
-            if (window.since is None or f.modified_at >= window.since) and (window.until is None or f.modified_at < window.until)
-        ]
-        plan.files_new = len(chosen)
+        if reference is not None:  # a recompute of what the reference lake ingested, nothing more
+            chosen = [f for f in landing.files if f.name in times]
+            waiting = landing.count - len(chosen)
+            if waiting:
+                plan.warnings.append(f"{waiting} landing file(s) not ingested by the live lake yet are left out")
+        else:
+            chosen = list(landing.files)
+        plan.files_new = len([f for f in chosen if f.name not in times])
     else:
-        seen = store.ingested_files(layer.target.table)
         new = [f for f in landing.files if f.name not in seen]
         changed = [f for f in landing.files if f.name in seen and seen[f.name] != f.fingerprint]
+        if window:
+            plan.kind = "backfill"
+            plan.window = f"landing files modified in {window.describe()} and not ingested yet"
+
+            def inside(f: LandingFile) -> bool:
+                return (window.since is None or f.modified_at >= window.since) and (
+                    window.until is None or f.modified_at < window.until)
+
+            new, changed = [f for f in new if inside(f)], [f for f in changed if inside(f)]
         chosen = sorted(new + changed, key=lambda f: f.name)
         plan.files_new, plan.files_changed = len(new), len(changed)
         plan.files_skipped = landing.count - len(chosen)
@@ -200,13 +231,52 @@ def _plan_files(
                 "re-ingesting changed file(s): " + ", ".join(f.name for f in changed[:5]) + (" ..." if len(changed) > 5 else "")
             )
     plan.files = chosen
+    plan.file_times = {f.name: micros(times.get(f.name, started)) for f in chosen}
     if not chosen:
         plan.kind = "nothing"
-        plan.window = "no new or changed landing files"
+        plan.window = "no new or changed landing files" + (f" modified in {window.describe()}" if window else "")
         return plan
-    plan.source = sources.scan_landing(landing.subset(chosen), layer.source.schema, project.storage)
+    plan.source = with_ingestion_times(
+        sources.scan_landing(landing.subset(chosen), layer.source.schema, project.storage), times, started)
     plan.watermark_after = (f"{len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
+
+
+def with_ingestion_times(frame: pl.LazyFrame, times: dict[str, datetime], default: datetime) -> pl.LazyFrame:
+    """Add ``_ingested_at``: each file's recorded ingestion time, ``default`` for the others."""
+    import polars as pl
+
+    dtype = pl.Datetime("us", "UTC")
+    column = pl.lit(default, dtype=dtype)
+    if times:
+        column = pl.col(SOURCE_FILE_COLUMN).replace_strict(
+            {name: at for name, at in times.items()}, default=column, return_dtype=dtype)
+    return frame.with_columns(column.alias(INGESTED_AT))
+
+
+def recorded_ingestion(project: Project, layer: LayerConfig, store: StateStore | None = None
+                       ) -> dict[str, tuple[str | None, datetime | None]]:
+    """Each ingested file's fingerprint and ingestion time, as ``project`` recorded them.
+
+    The time comes from the bronze table's own rows (the latest ``_ingested_at`` per
+    ``_source_file``) when it has those columns, else from the state file.
+    """
+    import polars as pl
+
+    store = store or StateStore(project.state_path)
+    table = layer.target.table
+    detail: dict[str, tuple[str | None, datetime | None]] = dict(store.ingested_detail(table))
+    uri = project.table_uri(table)
+    if project.storage.is_table(uri):
+        frame = pl.scan_delta(uri, storage_options=project.storage.polars(uri))
+        names = frame.collect_schema().names()
+        if SOURCE_FILE_COLUMN in names and INGESTED_AT in names:
+            found = frame.group_by(SOURCE_FILE_COLUMN).agg(pl.col(INGESTED_AT).max()).collect()
+            for name, at in found.iter_rows():
+                if name is not None and at is not None:
+                    fp = detail.get(name, (None, None))[0]
+                    detail[name] = (fp, at)
+    return detail
 
 
 # -- silver: rows past a watermark on a column of the source table ----------------------------
@@ -226,18 +296,15 @@ def _plan_watermark(
     dtype = frame.collect_schema().get(column)
     if dtype is None:
         raise ConfigError(f"{layer.config_path}: incremental column {column!r} is not a column of {layer.source.table}")
-    encode, decode, literal = _codec(dtype, column, layer)
+    encode, decode = _codec(dtype, column, layer)
     plan = LayerPlan(layer, "incremental", "", write_mode=layer.target.mode, watermark_column=column,
                      watermark_before=current.value if current else None, source_version=version, started_at=started)
     hi = frame.select(pl.col(column).max()).collect().item()
     if window and not full_refresh:
-        plan.kind, plan.window = "backfill", f"{column} in {window.describe()}"
-        cond = pl.lit(True)
-        if window.since is not None:
-            cond = cond & (pl.col(column) >= literal(window.since))
-        if window.until is not None:
-            cond = cond & (pl.col(column) < literal(window.until))
-        plan.source = frame.filter(cond)
+        by = inc.backfill_column or column
+        plan.kind, plan.window = "backfill", f"{layer.source.table} rows with {by} in {window.describe()}"
+        plan.watermark_column = by
+        plan.source = frame.filter(_window_filter(frame, by, window, layer))
         return plan
     if hi is None:
         plan.kind, plan.window = "nothing", f"{layer.source.table} has no rows"
@@ -262,6 +329,30 @@ def _plan_watermark(
     return plan
 
 
+def _window_filter(frame: pl.LazyFrame, column: str, window: Window, layer: LayerConfig) -> pl.Expr:
+    """``since <= column < until`` on a UTC timestamp or a date column."""
+    import polars as pl
+
+    dtype = frame.collect_schema().get(column)
+    if dtype is None:
+        raise ConfigError(f"{layer.config_path}: backfill column {column!r} is not a column of {layer.source.table}")
+    if isinstance(dtype, pl.Date):
+        def literal(value: datetime) -> Any:
+            return pl.lit(value.date())
+    elif isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        def literal(value: datetime) -> Any:
+            return pl.lit(value, dtype=dtype)
+    else:
+        raise UsageError(f"--since/--until need a date or UTC timestamp column; {column!r} of "
+                         f"{layer.source.table} is {dtype}")
+    cond = pl.lit(True)
+    if window.since is not None:
+        cond = cond & (pl.col(column) >= literal(window.since))
+    if window.until is not None:
+        cond = cond & (pl.col(column) < literal(window.until))
+    return cond
+
+
 def _is_time(dtype: Any) -> bool:
     import polars as pl
 
@@ -269,21 +360,15 @@ def _is_time(dtype: Any) -> bool:
 
 
 def _codec(dtype: Any, column: str, layer: LayerConfig):
+    """(encode, decode) between a watermark column's values and the stored integer."""
     import polars as pl
 
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
             raise ConfigError(f"incremental column {column!r} of {layer.source.table} must be a UTC timestamp")
-
-        def literal(value: datetime) -> Any:
-            return pl.lit(value, dtype=dtype)
-
-        return micros, lambda v: _iso(from_micros(v)), literal
+        return micros, lambda v: _iso(from_micros(v))
     if dtype.is_integer():
-        def literal(value: datetime) -> Any:
-            raise UsageError(f"--since/--until need a timestamp column; {column!r} is an integer")
-
-        return int, str, literal
+        return int, str
     raise ConfigError(f"incremental column {column!r} must be a UTC timestamp or an integer, not {dtype}")
 
 

@@ -72,7 +72,7 @@ def plan_restore(project: Project | None, ref: TableRef, *, version: int | None 
             wm_then, wm_then_int, column = last.watermark, last.watermark_int, last.watermark_column
         column = column or (mark.column if mark else None)
         if layer.incremental.strategy == "files":
-            files_then = sorted(files.items())
+            files_then = sorted((name, *entry) for name, entry in files.items())
         downstream = [
             other.target.table for other in project.layers
             if other.source.table == ref.name and other.incremental is not None and other.incremental.strategy == "partitions"

@@ -29,6 +29,7 @@ class WriteOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     added_columns: tuple[str, ...] = ()
     null_filled_columns: tuple[str, ...] = ()
+    rows: int | None = None  # rows written (after a merge's de-duplication)
 
 
 def prepare_frame(df: pl.DataFrame, *, table: str) -> pl.DataFrame:
@@ -156,7 +157,9 @@ def write(
                                               storage_options=storage.polars(uri))
     if df.height == 0 and (mode in ("append", "merge") or not exists):
         return WriteOutcome(operation="none", version=None)
-    changes = {"added_columns": tuple(added), "null_filled_columns": tuple(missing)}
+    if target.mode == "merge":  # a merge table's full refresh (overwrite) keeps one row per key too
+        df = latest_per_key(df, target)
+    changes = {"added_columns": tuple(added), "null_filled_columns": tuple(missing), "rows": df.height}
     schema_mode = "overwrite" if replace_schema and mode == "overwrite" else ("merge" if added else None)
     txns = [Transaction(app_transaction[0], app_transaction[1])] if app_transaction else None
     commit = CommitProperties(custom_metadata=metadata, app_transactions=txns)
@@ -170,8 +173,6 @@ def write(
 
     what = f"writing {target.table}"
     if not exists:
-        if mode == "merge":
-            _check_unique_keys(df, target)
         # Two appenders may both find no table: with mode "append" the loser's commit of
         # version 0 fails (conditional put) and is retried onto the winner's table.
         create = "append" if mode == "append" else "error"
@@ -180,7 +181,6 @@ def write(
         ), what=what, uri=uri)
         operation = "create"
     elif mode == "merge":
-        _check_unique_keys(df, target)
         # A concurrent commit (CommitFailedError) is retried on a fresh snapshot.
         outcome = storage.call(lambda: _merge(df, storage.table(uri), target, commit, merge_schema=bool(added)),
                                what=f"merging into {target.table}", uri=uri)
@@ -197,18 +197,41 @@ def write(
     return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height}, **changes)
 
 
-def _check_unique_keys(df: pl.DataFrame, target: TargetConfig) -> None:
+def latest_per_key(df: pl.DataFrame, target: TargetConfig) -> pl.DataFrame:
+    """One row per merge key: the newest by ``target.order_by`` (ties: the later row).
+
+    This runs after the quality gate, so the newest *valid* version of a key wins, in a
+    full recompute exactly as across incremental batches (where the MERGE applies the
+    same order against the stored row). Without ``order_by`` duplicate keys are refused:
+    there is no rule to choose between them.
+    """
     import polars as pl
 
     key = pl.struct(list(target.keys))
-    if df.select(key.n_unique()).item() == df.height:  # the cheap test; count only on failure
-        return
-    dupes = df.select(key.is_duplicated().sum()).item()
-    if dupes:
-        raise MaterializeError(
-            f"{dupes} rows of the output share a key ({', '.join(target.keys)}); a MERGE needs unique keys",
-            hint="de-duplicate on the key in the pipeline before the output node",
+    if df.select(key.n_unique()).item() == df.height:  # the cheap test; sort only when needed
+        return df
+    if target.order_by:
+        return df.sort(list(target.order_by), maintain_order=True, nulls_last=False).unique(
+            subset=list(target.keys), keep="last", maintain_order=True
         )
+    dupes = df.select(key.is_duplicated().sum()).item()
+    raise MaterializeError(
+        f"{dupes} rows of the output share a key ({', '.join(target.keys)}); a MERGE needs unique keys",
+        hint="de-duplicate on the key in the pipeline, or set `order_by:` in the target so the newest version wins",
+    )
+
+
+def newer_predicate(order_by: tuple[str, ...]) -> str | None:
+    """MERGE condition "the source row is not older than the target row", lexicographic.
+
+    ``>=`` on the last column so that, as in a full recompute, the later row wins a tie.
+    """
+    if not order_by:
+        return None
+    head, *rest = order_by
+    if not rest:
+        return f"s.{head} >= t.{head}"
+    return f"(s.{head} > t.{head} OR (s.{head} = t.{head} AND {newer_predicate(tuple(rest))}))"
 
 
 def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any, *, merge_schema: bool = False) -> WriteOutcome:
@@ -224,8 +247,7 @@ def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any, *, m
         # target files by the source's key range (4x faster on a 5M-row table).
         streamed_exec=False,
     )
-    # >= so that, as in a full recompute, the later-ingested row wins a tie on order_by.
-    newer = f"s.{target.order_by} >= t.{target.order_by}" if target.order_by else None
+    newer = newer_predicate(target.order_by)
     before = table.version()
     metrics = merger.when_matched_update_all(predicate=newer).when_not_matched_insert_all().execute()
     table.update_incremental()

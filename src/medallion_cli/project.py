@@ -54,7 +54,9 @@ class TargetConfig:
     table: str
     mode: str
     keys: tuple[str, ...] = ()
-    order_by: str | None = None
+    # merge: columns compared in order (lexicographically) to decide which version of a key
+    # is newer; the newest valid version wins, in a batch and against the stored row.
+    order_by: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
     target_file_size_mb: int | None = None
     properties: dict[str, str] = field(default_factory=dict)
@@ -82,6 +84,8 @@ class IncrementalConfig:
     column: str | None = None
     lookback: str | None = None
     window_days: int | str | None = None
+    # watermark: the column --since/--until select on (e.g. a business date); default `column`.
+    backfill_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +377,14 @@ def _load_incremental(
             raise ConfigError(f"{path}: window_days {window!r} is neither an integer nor a run input")
         if not isinstance(window, str) and (not isinstance(window, int) or window < 1):
             raise ConfigError(f"{path}: window_days must be a positive integer or the name of a run input")
-    return IncrementalConfig(strategy=strategy, column=column, lookback=lookback, window_days=window)
+    backfill = med.get("backfill_column")
+    if backfill is not None:
+        if strategy != "watermark":
+            raise ConfigError(f"{path}: backfill_column applies to the `watermark` strategy only")
+        if not isinstance(backfill, str) or not _IDENTIFIER.match(backfill):
+            raise ConfigError(f"{path}: backfill_column must name a column of the source")
+    return IncrementalConfig(strategy=strategy, column=column, lookback=lookback, window_days=window,
+                             backfill_column=backfill)
 
 
 def _load_source(med: dict[str, Any], path: Path) -> SourceConfig:
@@ -410,9 +421,10 @@ def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:
     keys = tuple(med.get("keys") or ())
     if mode == "merge" and not keys:
         raise ConfigError(f"{path}: mode `merge` needs `keys:` (the columns that identify a row)")
-    order_by = med.get("order_by")
+    raw_order = med.get("order_by")
+    order_by = (raw_order,) if isinstance(raw_order, str) else tuple(raw_order or ())
     partition_by = tuple(med.get("partition_by") or ())
-    for col in (*keys, *partition_by, *([order_by] if order_by else [])):
+    for col in (*keys, *partition_by, *order_by):
         if not isinstance(col, str) or not _IDENTIFIER.match(col):
             raise ConfigError(f"{path}: {col!r} is not a valid column name")
     properties = _mapping(med.get("properties"), path, "medallion.target.properties")

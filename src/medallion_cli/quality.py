@@ -66,6 +66,17 @@ def load_config(value: Any, path: Path) -> QualityConfig | None:
     return QualityConfig(tuple(gates), None if fraction is None else float(fraction))
 
 
+def with_policy(config: QualityConfig, policy: str | None) -> QualityConfig:
+    """``config`` with every schema's policy replaced (``run --quality-policy``), for one run."""
+    if policy is None:
+        return config
+    if policy not in POLICIES:
+        from medallion_cli.errors import UsageError
+
+        raise UsageError(f"unknown quality policy {policy!r}", hint=f"use one of: {', '.join(POLICIES)}")
+    return QualityConfig(tuple(SchemaGate(g.name, policy) for g in config.gates), config.max_invalid_fraction)
+
+
 @dataclass(frozen=True)
 class CheckCount:
     schema: str
@@ -189,7 +200,9 @@ def validate(df: pl.DataFrame, layer: LayerConfig, project: Project, config: Qua
     if any("fail" in p for p in per_row["policies"].to_list()):
         raise QualityError(
             f"layer {layer.name!r}: {invalid:,} of {df.height:,} rows fail the quality checks: {detail}",
-            hint="nothing was written; fix the data, or set `policy: quarantine` (or drop) in the layer's medallion.quality",
+            hint=f"nothing was written and the watermark did not move; to set these rows aside and go on, run "
+            f"`medallion run {layer.name} --quality-policy quarantine` (they are kept in {quarantine_table(layer)}), "
+            "or fix the schema or pipeline if the rows are valid",
         )
     if config.max_invalid_fraction is not None and invalid > config.max_invalid_fraction * df.height:
         raise QualityError(
@@ -214,34 +227,77 @@ def quarantine_table(layer: LayerConfig) -> str:
     return layer.target.table + QUARANTINE_SUFFIX
 
 
-def write_quarantine(
-    rows: pl.DataFrame, uri: str, storage: Any, *, run_id: str, layer: str, at: datetime, watermark: int | None, metadata: dict[str, str]
-) -> int | None:
-    """Append the invalid rows with run id and time; idempotent per watermark.
+ROW_KEY = "_row_key"
 
-    The quarantine commit carries the target's watermark as its own app transaction, so a
-    run that re-processes the same window after a crash does not quarantine rows twice.
+
+def row_keys(rows: pl.DataFrame) -> pl.Series:
+    """A stable identity for each row: SHA-256 of its values (``_errors`` excluded).
+
+    Computed in Python from the values' text, so it does not change between polars
+    versions (polars' own row hash may). Only invalid rows are hashed.
+    """
+    import hashlib
+    import json
+
+    import polars as pl
+
+    columns = [c for c in rows.columns if c != ERRORS_COLUMN]
+    keys = [
+        hashlib.sha256(json.dumps(list(values), default=str).encode()).hexdigest()
+        for values in rows.select(columns).iter_rows()
+    ]
+    return pl.Series(ROW_KEY, keys, dtype=pl.String)
+
+
+def write_quarantine(
+    rows: pl.DataFrame | None, uri: str, storage: Any, *, run_id: str, layer: str, at: datetime, metadata: dict[str, str],
+    replace_all: bool = False,
+) -> int | None:
+    """Add invalid rows to the quarantine table, each source row exactly once.
+
+    Rows are keyed by :func:`row_keys` and MERGEd in only when absent, so re-reading a
+    window (a lookback, a backfill, a retry after a crash or a failed main write) never
+    quarantines a row twice, and a row keeps the run id and time it was first quarantined
+    with. ``replace_all`` (a full refresh) also removes rows the recompute no longer finds
+    invalid, so the table equals what a full recompute quarantines. Returns the new
+    version, or None when nothing changed.
     """
     import polars as pl
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, write_deltalake
 
-    from medallion_cli.commits import app_id
-
-    app = app_id(Path(uri).name)
-    if watermark is not None and storage.is_table(uri):
-        done = storage.table(uri).transaction_version(app)
-        if done is not None and done >= watermark:
+    commit = CommitProperties(custom_metadata=metadata)
+    exists = storage.is_table(uri)
+    if rows is None or rows.height == 0:
+        if not (replace_all and exists):
             return None
+        before = storage.table(uri).version()
+        storage.call(lambda: storage.table(uri).delete(commit_properties=commit), what=f"clearing {Path(uri).name}", uri=uri)
+        after = storage.table(uri).version()
+        return after if after != before else None
     frame = rows.with_columns(
+        row_keys(rows),
         pl.lit(run_id).alias("_run_id"),
         pl.lit(layer).alias("_layer"),
         pl.lit(at, dtype=pl.Datetime("us", "UTC")).alias("_quarantined_at"),
-    )
-    txns = [Transaction(app, watermark)] if watermark is not None else None
-    storage.call(lambda: write_deltalake(uri, frame, mode="append", schema_mode="merge", storage_options=storage.delta(uri),
-                                         commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns)),
-                 what=f"writing {Path(uri).name}", uri=uri)
-    return storage.table(uri).version()
+    ).unique(subset=[ROW_KEY], keep="first", maintain_order=True)
+    if not exists:
+        storage.call(lambda: write_deltalake(uri, frame, mode="append", storage_options=storage.delta(uri),
+                                             commit_properties=commit),
+                     what=f"writing {Path(uri).name}", uri=uri)
+        return storage.table(uri).version()
+
+    def merge() -> int | None:
+        table = storage.table(uri)
+        before = table.version()
+        merger = table.merge(source=frame, predicate=f"t.{ROW_KEY} = s.{ROW_KEY}", source_alias="s", target_alias="t",
+                             merge_schema=True, commit_properties=commit, streamed_exec=False).when_not_matched_insert_all()
+        if replace_all:
+            merger = merger.when_not_matched_by_source_delete()
+        merger.execute()
+        table.update_incremental()
+        return table.version() if table.version() != before else None
+
+    return storage.call(merge, what=f"writing {Path(uri).name}", uri=uri)
 
 
 def summarize(uri: str, storage: Any, *, table: str, run_id: str | None = None, samples: int = 3) -> dict[str, Any]:
@@ -253,6 +309,9 @@ def summarize(uri: str, storage: Any, *, table: str, run_id: str | None = None, 
     if not storage.is_table(uri):
         raise UsageError(f"{table} has no quarantine table yet ({uri})", hint="it is created by the first run that quarantines a row")
     frame = pl.read_delta(uri, storage_options=storage.polars(uri))
+    # Tables written before rows were keyed may hold a row more than once: count it once.
+    frame = frame.unique(subset=[ROW_KEY] if ROW_KEY in frame.columns else [c for c in frame.columns if c not in (
+        "_run_id", "_quarantined_at", ERRORS_COLUMN)], keep="first", maintain_order=True)
     runs = frame.group_by("_run_id").agg(pl.len().alias("rows"), pl.col("_quarantined_at").max().alias("at")).sort("at", descending=True)
     if run_id is not None:
         frame = frame.filter(pl.col("_run_id") == run_id)

@@ -28,7 +28,7 @@ from medallion_cli.locks import layer_lock
 from medallion_cli.project import LayerConfig, Project
 from medallion_cli.state import StateStore
 from medallion_cli.timeparse import iso_utc
-from medallion_cli.sync import sync_table
+from medallion_cli.sync import sync_layer
 
 # Materialization settings a run may override with --set, next to the DAG's inputs.
 WRITE_OVERRIDES = ("target_file_size_mb",)
@@ -161,10 +161,18 @@ class RunOptions:
     window: Window = Window()
     full_refresh: bool = False
     wait: float | None = None  # seconds to wait for a busy layer; None fails at once
+    # A Project whose tables give bronze's per-file ingestion times for a full refresh
+    # (``medallion verify`` rebuilds the live lake's history into a scratch lake).
+    reference: Any = None
+    quality_policy: str | None = None  # fail | drop | quarantine for every gate, this run only
 
     def __post_init__(self) -> None:
         if self.window and self.full_refresh:
             raise UsageError("--full-refresh reprocesses everything: it takes no --since/--until")
+        from medallion_cli.quality import POLICIES
+
+        if self.quality_policy is not None and self.quality_policy not in POLICIES:
+            raise UsageError(f"unknown quality policy {self.quality_policy!r}", hint=f"use one of: {', '.join(POLICIES)}")
 
 
 def run_project(
@@ -264,14 +272,17 @@ class _Context:
 
 
 def _crash_point(layer: LayerConfig, point: str) -> None:
-    """Test hook: ``MEDALLION_TEST_CRASH_AT=layer:point`` SIGKILLs the process right here.
+    """Test hooks: ``MEDALLION_TEST_CRASH_AT=layer:point`` SIGKILLs the process right here;
+    ``MEDALLION_TEST_FAIL_AT=layer:point`` raises a run failure instead.
 
     The kill tests use it to stop a run at exact moments (before the write, after the
     commit but before the state file is updated, ...). It does nothing otherwise.
     """
-    target = os.environ.get("MEDALLION_TEST_CRASH_AT")
-    if target and target == f"{layer.name}:{point}":
+    here = f"{layer.name}:{point}"
+    if os.environ.get("MEDALLION_TEST_CRASH_AT") == here:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("MEDALLION_TEST_FAIL_AT") == here:  # a failure instead of a kill
+        raise PipelineError(f"injected failure at {here}")
 
 
 def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult:
@@ -282,10 +293,10 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     uri = project.table_uri(target.table)
     _crash_point(layer, "locked")
     if layer.incremental is not None:
-        sync_table(store, target.table, uri, run_id=ctx.run_id, storage=project.storage)
+        sync_layer(project, layer, store, run_id=ctx.run_id)
     inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
     plan = plan_layer(project, layer, store, started=ctx.started, inputs=inputs, window=options.window,
-                      full_refresh=options.full_refresh)
+                      full_refresh=options.full_refresh, reference=options.reference)
     warnings = [f"ignored {name}: not parquet, CSV or JSON lines" for name in plan.ignored] + plan.warnings
     if not plan.runs:
         return _result(layer, uri, plan, "unchanged", None, 0, None, time.perf_counter() - t_layer, warnings)
@@ -322,15 +333,16 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     if layer.quality is not None:
         from medallion_cli import quality
 
-        df, rejected, report = quality.validate(df, layer, project, layer.quality)
-        if rejected is not None:
+        gate = quality.with_policy(layer.quality, options.quality_policy)
+        df, rejected, report = quality.validate(df, layer, project, gate)
+        if rejected is not None or plan.kind == "full_refresh":
             quality.write_quarantine(
                 rejected, project.table_uri(quality.quarantine_table(layer)), storage, run_id=ctx.run_id, layer=layer.name,
-                at=ctx.started, watermark=wm[1] if wm else None,
+                at=ctx.started, replace_all=plan.kind == "full_refresh",
                 metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
             )
         _crash_point(layer, "quarantined")
-    files = [(f.name, f.fingerprint) for f in plan.files] if inc is not None and inc.strategy == "files" else None
+    files = _file_records(plan) if inc is not None and inc.strategy == "files" else None
     metadata = build_metadata(
         run_id=ctx.run_id,
         layer=layer.name,
@@ -360,7 +372,8 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
     _crash_point(layer, "recorded")
     status = "written" if outcome.version is not None else "unchanged"
-    result = _result(layer, uri, plan, status, outcome, rows_in, df.height, time.perf_counter() - t_layer, warnings)
+    rows_out = outcome.rows if outcome.rows is not None else df.height
+    result = _result(layer, uri, plan, status, outcome, rows_in, rows_out, time.perf_counter() - t_layer, warnings)
     return replace(result, quality=report)
 
 
@@ -374,8 +387,7 @@ def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPl
         if plan.files and layer.incremental.strategy == "files":
             if plan.kind == "full_refresh":
                 con.execute("DELETE FROM ingested_files WHERE table_name = ?", [table])
-            store.record_files(con, table=table, files=[(f.name, f.fingerprint) for f in plan.files],
-                               delta_version=version, run_id=run_id)
+            store.record_files(con, table=table, files=_file_records(plan), delta_version=version, run_id=run_id)
         if plan.watermark_after is not None:
             store.record(
                 con,
@@ -389,6 +401,11 @@ def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPl
             )
         else:
             con.execute("UPDATE watermarks SET delta_version = ? WHERE table_name = ?", [version, table])
+
+
+def _file_records(plan: LayerPlan) -> list[tuple[str, str, int]]:
+    """(name, fingerprint, ingestion time in µs) of the files a bronze batch ingests."""
+    return [(f.name, f.fingerprint, plan.file_times.get(f.name)) for f in plan.files]
 
 
 def _result(layer, uri, plan, status, outcome, rows_in, rows_out, duration, warnings) -> LayerResult:

@@ -252,12 +252,19 @@ class StateStore:
 
     # -- ingested files ---------------------------------------------------------------
     def ingested_files(self, table: str) -> dict[str, str]:
+        """Landing files recorded as ingested into ``table``: path to fingerprint."""
+        return {path: fp for path, (fp, _) in self.ingested_detail(table).items()}
+
+    def ingested_detail(self, table: str) -> dict[str, tuple[str, datetime | None]]:
+        """Path to (fingerprint, the ingestion time its rows carry in ``_ingested_at``)."""
         with self.connect(write=False) as con:
-            rows = con.execute("SELECT path, fingerprint FROM ingested_files WHERE table_name = ?", [table]).fetchall()
-        return dict(rows)
+            rows = con.execute("SELECT path, fingerprint, ingested_at FROM ingested_files WHERE table_name = ?",
+                               [table]).fetchall()
+        return {path: (fp, at) for path, fp, at in rows}
 
     @staticmethod
-    def record_files(con: Any, *, table: str, files: list[tuple[str, str]], delta_version: int | None, run_id: str | None) -> None:
+    def record_files(con: Any, *, table: str, files: list[tuple], delta_version: int | None, run_id: str | None) -> None:
+        """Record ``(path, fingerprint[, ingested_at])`` entries (time: a datetime or epoch µs)."""
         if not files:
             return
         now = datetime.now(timezone.utc)
@@ -265,5 +272,13 @@ class StateStore:
             """INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (table_name, path) DO UPDATE SET fingerprint = excluded.fingerprint,
                  delta_version = excluded.delta_version, run_id = excluded.run_id, ingested_at = excluded.ingested_at""",
-            [[table, path, fp, delta_version, run_id, now] for path, fp in files],
+            [[table, f[0], f[1], delta_version, run_id, _as_time(f[2]) if len(f) > 2 else now] for f in files],
         )
+
+
+def _as_time(value: Any) -> datetime | None:
+    from datetime import timedelta
+
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(value))

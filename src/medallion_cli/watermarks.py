@@ -14,7 +14,7 @@ from medallion_cli.errors import UsageError
 from medallion_cli.incremental import from_micros, micros
 from medallion_cli.project import LayerConfig, Project
 from medallion_cli.state import StateStore, Watermark, WatermarkChange
-from medallion_cli.sync import SyncReport, sync_table
+from medallion_cli.sync import SyncReport, sync_layer
 from medallion_cli.timeparse import iso_utc
 
 
@@ -55,7 +55,7 @@ def synced_store(project: Project, layers: list[LayerConfig]) -> StateStore:
     """The state store after bringing the given layers' entries in line with Delta."""
     store = StateStore(project.state_path)
     for layer in layers:
-        sync_table(store, layer.target.table, project.table_uri(layer.target.table), storage=project.storage)
+        sync_layer(project, layer, store)
     return store
 
 
@@ -153,7 +153,7 @@ def repair(project: Project, *, dry_run: bool = False) -> list[SyncReport]:
         manual = last[0] if last and last[0].action in ("set", "reset") and last[0].delta_version == version else None
         target = StateStore(project.state_path.with_suffix(".repair-preview.duckdb")) if dry_run else store
         try:
-            report = sync_table(target, table, uri, rebuild=True, storage=project.storage)
+            report = sync_layer(project, layer, store, rebuild=True, target=target)
             if manual is not None:
                 _reapply(target, manual, version)
             after = target.watermark(table)

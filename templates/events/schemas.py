@@ -12,8 +12,8 @@ EVENT_TYPES = ["click", "view", "purchase", "refund"]
 
 
 class SilverEvents(pa.DataFrameModel):
-    """One clean row per event. (Uniqueness of event_id is the pipeline's job: it
-    de-duplicates, and the MERGE refuses duplicate keys.)"""
+    """One clean version of an event. (Uniqueness of event_id is not checked here: medallion
+    keeps the newest valid version per key after this check, see conf/pipelines/silver.yml.)"""
 
     event_id: str = pa.Field(nullable=False, str_length={"min_value": 1})
     user_id: int = pa.Field(nullable=False, gt=0)
@@ -22,6 +22,7 @@ class SilverEvents(pa.DataFrameModel):
     event_date: pl.Date = pa.Field(nullable=False)
     updated_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False)
     region: str = pa.Field(nullable=False)
+    ingested_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False, alias="_ingested_at")
 
     class Config:
         strict = True

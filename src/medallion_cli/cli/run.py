@@ -29,6 +29,11 @@ def run(
     ] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Reprocess everything for the selected layers (asks first).")] = False,
     plan_only: Annotated[bool, typer.Option("--plan", "--dry-run", help="Print what each layer would read and write; change nothing.")] = False,
+    quality_policy: Annotated[
+        str | None,
+        typer.Option("--quality-policy", help="Override every quality gate's policy for this run: fail, drop or quarantine "
+                     "(e.g. to set aside rows a `fail` gate stopped on).", show_default=False),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If another run holds a layer, wait for it instead of failing.")] = False,
     yes: YesOpt = False,
     storage_option: StorageOpt = None,
@@ -55,6 +60,7 @@ def run(
         window=window,
         full_refresh=full_refresh,
         wait=float("inf") if wait else None,
+        quality_policy=quality_policy,
     )
     if window:
         out.info(f"backfill window {window.describe()} (UTC)")

@@ -1,8 +1,16 @@
-"""Silver: clean, normalized, one row per event.
+"""Silver: clean and normalized events, one row per event in the table.
 
-Input ``bronze_events`` is the bronze Delta table. The ``silver_events`` frame is checked
-against the ``SilverEvents`` schema (schemas.py): invalid rows are quarantined, the rest
-merged into the ``silver_events`` table on ``event_id`` (see conf/pipelines/silver.yml).
+Input ``bronze_events`` is the bronze Delta table. The ``silver_events`` frame may hold
+several versions of an event (updates, re-sent files). medallion then, in this order:
+
+1. checks every row against the ``SilverEvents`` schema (schemas.py) and quarantines the
+   invalid ones (see conf/pipelines/silver.yml);
+2. keeps, per ``event_id``, the newest *valid* version by ``order_by`` (``updated_at``,
+   then ``_ingested_at``), and merges it into the ``silver_events`` table, where an older
+   version never replaces a newer one.
+
+So an invalid correction is quarantined and never erases good data, and the result is the
+same however the landing files were batched.
 """
 
 import polars as pl
@@ -21,13 +29,5 @@ def normalized_events(bronze_events: pl.LazyFrame, amount_decimals: int) -> pl.L
 
 
 def silver_events(normalized_events: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per event_id: the version with the latest updated_at (ties: latest ingested).
-
-    Rows without an id cannot be de-duplicated; they are kept so that the quality gate
-    quarantines them instead of letting them vanish.
-    """
-    keyed = normalized_events.filter(pl.col("event_id").is_not_null())
-    latest = keyed.sort(["event_id", "updated_at", "_ingested_at", "_source_file"]).unique(
-        subset=["event_id"], keep="last", maintain_order=True
-    )
-    return pl.concat([latest, normalized_events.filter(pl.col("event_id").is_null())]).select(EVENT_COLUMNS)
+    """The event columns plus ``_ingested_at``, which breaks ties between versions."""
+    return normalized_events.select(*EVENT_COLUMNS, "_ingested_at")

@@ -32,15 +32,19 @@ def run_silver(frame):
     return silver.silver_events(silver.normalized_events(frame, amount_decimals=2)).collect()
 
 
-def test_silver_keeps_latest_version_of_each_event():
-    out = run_silver(events([row("a", amount=1.0, hour=1), row("a", amount=2.0, hour=5), row("a", amount=3.0, hour=3)]))
-    assert out["amount"].to_list() == [2.0]
+def test_silver_keeps_every_version_for_the_quality_gate():
+    # medallion checks each version, then keeps the newest valid one per event_id.
+    out = run_silver(events([row("a", amount=1.0, hour=1), row("a", amount=2.0, hour=5), row(None)]))
+    assert out["amount"].to_list() == [1.0, 2.0, 10.0]
+    assert out.columns == [*silver.EVENT_COLUMNS, "_ingested_at"]
 
 
-def test_silver_normalizes_and_keeps_rows_without_id_for_the_quality_gate():
-    out = run_silver(events([row(None), row(None), row("ok", etype=" PURCHASE ", amount=1.006)]))
-    assert out["event_id"].to_list() == ["ok", None, None]
-    assert out["event_type"].to_list()[0] == "purchase" and out["amount"].to_list()[0] == 1.01
+def test_silver_normalizes():
+    out = run_silver(events([row("ok", etype=" PURCHASE ", amount=1.006, region=" North")]))
+    assert out.row(0, named=True) | {"updated_at": None, "_ingested_at": None} == {
+        "event_id": "ok", "user_id": 1, "event_type": "purchase", "amount": 1.01, "event_date": date(2024, 1, 1),
+        "updated_at": None, "region": "north", "_ingested_at": None,
+    }
 
 
 def test_schema_rejects_bad_rows():
