@@ -161,6 +161,9 @@ class RunOptions:
     window: Window = Window()
     full_refresh: bool = False
     wait: float | None = None  # seconds to wait for a busy layer; None fails at once
+    # A Project whose tables give bronze's per-file ingestion times for a full refresh
+    # (``medallion verify`` passes the live project when it rebuilds into a scratch lake).
+    reference: Any = None
 
     def __post_init__(self) -> None:
         if self.window and self.full_refresh:
