@@ -167,3 +167,24 @@ def test_scratch_project_keeps_every_table_in_the_scratch_lake(project, tmp_path
     assert all(u.startswith(lake + "/") for u in uris) and len(set(uris)) == 4
     assert twin.lock_dir == tmp_path / "s" / "locks" and twin.state_path == tmp_path / "s" / "state.duckdb"
     assert twin.root == project.resolve() and twin.layers == load_project(project).layers
+
+
+def test_s3_lake_with_a_local_scratch(s3, tmp_path):
+    r = medallion("init", "shop", "--directory", tmp_path, "--storage", "s3", "--bucket", "lake-bucket", "-q")
+    assert r.exit_code == 0, r
+    shop = tmp_path / "shop"
+    assert medallion("run", "all", "-C", shop, "-q").exit_code == 0
+    add_landing_file(shop, "batch.csv", BATCH)
+    assert medallion("run", "all", "-C", shop, "-q").exit_code == 0
+
+    def objects() -> dict:
+        listing = s3.client().list_objects_v2(Bucket="lake-bucket")["Contents"]
+        return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listing}
+
+    before, state = objects(), (shop / ".medallion" / "state.duckdb").read_bytes()
+    r = medallion("verify", "silver", "gold", "-C", shop, "--json", "--scratch", tmp_path / "scratch")
+    assert r.exit_code == 0, r
+    assert {t["table"]: t["rows_live"] for t in json.loads(r.stdout)["tables"]} == {
+        "silver_events": 87, "silver_events__quarantine": 4, "gold_daily_sales": 29}
+    assert objects() == before and (shop / ".medallion" / "state.duckdb").read_bytes() == state
+    assert not (shop / "lake").exists() and list((tmp_path / "scratch").iterdir()) == []

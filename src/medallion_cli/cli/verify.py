@@ -14,7 +14,7 @@ def verify(
     names: Annotated[
         list[str] | None,
         typer.Argument(help="Tables or layers to verify (default: all); upstream layers are rebuilt too.",
-                       show_default=False, metavar="[TABLE|LAYER]..."),
+                       show_default=False, metavar="TABLE|LAYER"),
     ] = None,
     tolerance: Annotated[
         float,
