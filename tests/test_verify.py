@@ -188,3 +188,15 @@ def test_s3_lake_with_a_local_scratch(s3, tmp_path):
         "silver_events": 87, "silver_events__quarantine": 4, "gold_daily_sales": 29}
     assert objects() == before and (shop / ".medallion" / "state.duckdb").read_bytes() == state
     assert not (shop / "lake").exists() and list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_failing_recompute_exits_1_and_cleans_up(ran_project, tmp_path):
+    bad = ran_project / "data" / "landing" / "bad.csv"
+    bad.write_text("event_id,user_id,event_type,amount,event_date,updated_at,region\n"
+                   "x1,notanint,click,1.0,2024-01-01,2024-01-01T00:00:00Z,north\n")
+    before = snapshot(ran_project)
+    r = medallion("verify", "silver", "-C", ran_project, "--scratch", tmp_path / "s")
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    assert "error: the recompute failed, nothing was compared: landing file bad.csv cannot be read" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert list((tmp_path / "s").iterdir()) == [] and snapshot(ran_project) == before
