@@ -295,3 +295,41 @@ def checks_table(results: list[Any]) -> Table:
     for r in results:
         t.add_row(r.layer or "-", r.check, Text("ok", style="green") if r.ok else Text("FAILED", style="red"), r.message)
     return t
+
+
+def verify_tables(result: Any) -> list[Table]:
+    """Per table: equal or not, row counts, missing/extra/changed; then the examples (a VerifyResult)."""
+    t = _plain_table(f"verify: {'equal' if result.equal else 'DIFFERENT'} (tolerance {result.tolerance:g})",
+                     ["table", "result", "rows live", "rows recomputed", "missing", "extra", "changed", "matched on"])
+    for c in result.tables:
+        verdict = Text("equal", style="green") if c.equal else Text("DIFFERENT", style="red")
+        columns = [f"only live: {', '.join(c.columns_only_live)}" if c.columns_only_live else "",
+                   f"only recomputed: {', '.join(c.columns_only_recomputed)}" if c.columns_only_recomputed else "",
+                   f"retyped: {', '.join(c.columns_retyped)}" if c.columns_retyped else ""]
+        if any(columns):
+            verdict.append(" (" + "; ".join(x for x in columns if x) + ")")
+        key = ", ".join(c.key) if c.key_rule != "multiset" else f"all non-float columns ({len(c.key)})"
+        t.add_row(c.table, verdict, _num(c.rows_live) if c.live_exists else "(no table)", _num(c.rows_recomputed),
+                  _num(c.missing), _num(c.extra), _num(c.changed), key)
+    tables = [t]
+    rows = [(c.table, e) for c in result.tables for e in c.examples]
+    if rows:
+        ex = _plain_table("examples (live vs recomputed)", ["table", "kind", "key", "column", "live", "recomputed"])
+        for table, e in rows:
+            key = ", ".join(f"{k}={_cell(v)}" for k, v in e["key"].items())
+            diffs = e.get("columns") or {"": {"live": "", "recomputed": ""}}
+            for column, d in diffs.items():
+                ex.add_row(table, e["kind"], key, column or "-", _cell(d["live"]) if column else "-",
+                           _cell(d["recomputed"]) if column else "-")
+        tables.append(ex)
+    return tables
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, datetime):
+        from medallion_cli.timeparse import iso_utc
+
+        return iso_utc(value)
+    return str(value)

@@ -12,6 +12,7 @@ from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
 from medallion_cli.cli import table as table_cmd
+from medallion_cli.cli import verify as verify_cmd
 from medallion_cli.cli import watermark as watermark_cmd
 from medallion_cli.cli.options import State
 from medallion_cli.errors import ExitCode, MedallionError
@@ -36,6 +37,7 @@ app.command("init", epilog=EPILOG)(init_cmd.init)
 app.command("run", epilog=EPILOG)(run_cmd.run)
 app.command("quality", epilog=EPILOG)(quality_cmd.quality)
 app.command("check", epilog=EPILOG)(quality_cmd.check)
+app.command("verify", epilog=EPILOG)(verify_cmd.verify)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))
