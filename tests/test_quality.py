@@ -99,7 +99,7 @@ def test_threshold_turns_quarantine_into_fail(ran_project):
 def test_schema_level_problems_fail_under_every_policy(ran_project, policy):
     set_quality(ran_project, f"  quality:\n    schemas: [SilverEvents]\n    policy: {policy}\n")
     module = ran_project / "pipelines" / "silver.py"
-    module.write_text(module.read_text().replace(".select(*EVENT_COLUMNS, \"_ingested_at\")", ".select(*EVENT_COLUMNS, \"_ingested_at\").with_columns(pl.col('user_id').cast(pl.String))"))
+    module.write_text(module.read_text().replace(".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\")", ".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\").with_columns(pl.col('user_id').cast(pl.String))"))
     add_landing_file(ran_project, "more.csv")
     before = silver_version(ran_project)
     r = medallion("run", "all", "-C", ran_project)
@@ -110,7 +110,7 @@ def test_schema_level_problems_fail_under_every_policy(ran_project, policy):
 
 def test_a_missing_column_fails_whatever_the_policy(ran_project):
     module = ran_project / "pipelines" / "silver.py"
-    module.write_text(module.read_text().replace(".select(*EVENT_COLUMNS, \"_ingested_at\")", ".select(*EVENT_COLUMNS, \"_ingested_at\").drop('region')"))
+    module.write_text(module.read_text().replace(".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\")", ".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\").drop('region')"))
     add_landing_file(ran_project, "more.csv")
     r = medallion("run", "all", "-C", ran_project)
     assert r.exit_code == ExitCode.QUALITY and "region" in r.stderr, r

@@ -155,7 +155,9 @@ def write(
     elif exists:
         df, added, missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
                                               storage_options=storage.polars(uri))
-    if df.height == 0 and (mode in ("append", "merge") or not exists):
+    # An empty output writes nothing to an existing table (no empty commits), but a first
+    # run still creates the table, so the layers downstream find it.
+    if df.height == 0 and exists and mode in ("append", "merge"):
         return WriteOutcome(operation="none", version=None)
     if target.mode == "merge":  # a merge table's full refresh (overwrite) keeps one row per key too
         df = latest_per_key(df, target)

@@ -23,6 +23,7 @@ class SilverEvents(pa.DataFrameModel):
     updated_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False)
     region: str = pa.Field(nullable=False)
     ingested_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False, alias="_ingested_at")
+    source_file: str = pa.Field(nullable=False, alias="_source_file")
 
     class Config:
         strict = True

@@ -29,5 +29,6 @@ def normalized_events(bronze_events: pl.LazyFrame, amount_decimals: int) -> pl.L
 
 
 def silver_events(normalized_events: pl.LazyFrame) -> pl.LazyFrame:
-    """The event columns plus ``_ingested_at``, which breaks ties between versions."""
-    return normalized_events.select(*EVENT_COLUMNS, "_ingested_at")
+    """The event columns plus lineage: the landing file and when it was ingested (which
+    breaks ties between versions)."""
+    return normalized_events.select(*EVENT_COLUMNS, "_ingested_at", "_source_file")

@@ -36,14 +36,14 @@ def test_silver_keeps_every_version_for_the_quality_gate():
     # medallion checks each version, then keeps the newest valid one per event_id.
     out = run_silver(events([row("a", amount=1.0, hour=1), row("a", amount=2.0, hour=5), row(None)]))
     assert out["amount"].to_list() == [1.0, 2.0, 10.0]
-    assert out.columns == [*silver.EVENT_COLUMNS, "_ingested_at"]
+    assert out.columns == [*silver.EVENT_COLUMNS, "_ingested_at", "_source_file"]
 
 
 def test_silver_normalizes():
     out = run_silver(events([row("ok", etype=" PURCHASE ", amount=1.006, region=" North")]))
     assert out.row(0, named=True) | {"updated_at": None, "_ingested_at": None} == {
         "event_id": "ok", "user_id": 1, "event_type": "purchase", "amount": 1.01, "event_date": date(2024, 1, 1),
-        "updated_at": None, "region": "north", "_ingested_at": None,
+        "updated_at": None, "region": "north", "_ingested_at": None, "_source_file": "f.csv",
     }
 
 
