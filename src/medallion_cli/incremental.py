@@ -155,7 +155,7 @@ def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFram
             hint="run the layer that writes it first, e.g. `medallion run all`",
         )
     version = storage.table(uri).version()
-    return version, pl.scan_delta(uri, version=version, storage_options=storage.polars(uri))
+    return version, storage.scan_delta(uri, version=version)
 
 
 # -- bronze: each landing file once -------------------------------------------------------

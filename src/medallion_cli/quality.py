@@ -252,7 +252,7 @@ def summarize(uri: str, storage: Any, *, table: str, run_id: str | None = None, 
 
     if not storage.is_table(uri):
         raise UsageError(f"{table} has no quarantine table yet ({uri})", hint="it is created by the first run that quarantines a row")
-    frame = pl.read_delta(uri, storage_options=storage.polars(uri))
+    frame = storage.scan_delta(uri).collect()
     runs = frame.group_by("_run_id").agg(pl.len().alias("rows"), pl.col("_quarantined_at").max().alias("at")).sort("at", descending=True)
     if run_id is not None:
         frame = frame.filter(pl.col("_run_id") == run_id)
