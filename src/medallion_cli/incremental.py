@@ -129,9 +129,10 @@ def plan_layer(
             )
         plan = LayerPlan(layer, "full", "everything", write_mode=layer.target.mode, started_at=started)
         if layer.source.landing is not None:
-            landing = sources.list_landing(project.resolve_path(layer.source.landing), project.storage)
+            landing = sources.list_landing(project.resolve_path(layer.source.landing), project.storage, settle=layer.source.settle)
             plan.files, plan.ignored = list(landing.files), landing.ignored
-            plan.source = sources.scan_landing(landing, layer.source.schema, project.storage)
+            scan = sources.scan_landing(landing, layer.source, project.storage)
+            plan.source, plan.warnings = scan.frame, [*landing.warnings, *scan.warnings]
         else:
             plan.source_version, plan.source = _scan_source(project, layer)
         return plan
@@ -170,13 +171,13 @@ def _plan_files(
 ) -> LayerPlan:
     from medallion_cli import sources
 
-    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)), project.storage)
+    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)), project.storage, settle=layer.source.settle)
     # Ingestion times only move forward, so a later layer's watermark on them never skips rows.
     if current is not None and current.value_int is not None:
         started = max(started, from_micros(current.value_int + 1))
     plan = LayerPlan(layer, "incremental", "new and changed landing files", write_mode=layer.target.mode,
                      watermark_column="_source_file", watermark_before=current.value if current else None,
-                     ignored=landing.ignored, started_at=started)
+                     ignored=landing.ignored, started_at=started, warnings=list(landing.warnings))
     if full_refresh:
         plan.kind, plan.window, plan.write_mode = "full_refresh", "all landing files", "overwrite"
         chosen = list(landing.files)
@@ -204,7 +205,8 @@ def _plan_files(
         plan.kind = "nothing"
         plan.window = "no new or changed landing files"
         return plan
-    plan.source = sources.scan_landing(landing.subset(chosen), layer.source.schema, project.storage)
+    scan = sources.scan_landing(landing.subset(chosen), layer.source, project.storage)
+    plan.source, plan.warnings = scan.frame, plan.warnings + list(scan.warnings)
     plan.watermark_after = (f"{len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
 

@@ -9,6 +9,7 @@ all-or-nothing: on failure every file and folder it created is removed again.
 from __future__ import annotations
 
 import keyword
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from medallion_cli import __version__
 from medallion_cli.errors import ScaffoldError
 
 SAMPLE_DATA_DIR = PurePosixPath("data/landing")
+SAMPLE_MTIME = 1704067200  # 2024-01-01T00:00:00Z, the sample data's first day
 _SKIP = {"__pycache__", ".pytest_cache"}
 
 
@@ -206,6 +208,9 @@ def init_project(
                 created_files.append(target)
                 actions.append(FileAction(str(dest), "create"))
             shutil.copymode(src, target)
+            if dest.parent == SAMPLE_DATA_DIR and not dest.name.startswith("."):
+                # Old enough for any settle rule (medallion.source.settle.min_age): the samples are complete.
+                os.utime(target, (SAMPLE_MTIME, SAMPLE_MTIME))
     except BaseException as exc:
         for path in reversed(created_files):
             path.unlink(missing_ok=True)
