@@ -286,6 +286,19 @@ def test_sample_files_of_a_new_project_are_settled(project):
     assert all(time.time() - f.stat().st_mtime > 86400 for f in landing(project).iterdir() if not f.name.startswith("."))
 
 
+@pytest.mark.parametrize("setting, message", [
+    ('settle: {min_age: "soon"}', "settle.min_age: cannot read 'soon' as a duration"),
+    ("settle: {marker: a/_SUCCESS}", "settle.marker must be a file name"),
+    ("settle: {wait: 3}", "unknown medallion.source.settle key 'wait'"),
+    ("null_values: 3", "null_values must be a list of strings"),
+])
+def test_source_settings_are_validated(project, setting, message):
+    set_source(project, setting)
+    r = run(project)
+    assert r.exit_code == ExitCode.USAGE, r
+    assert message in one_error(r)
+
+
 # -- 7. S3 landing prefix --------------------------------------------------------------------------
 def test_s3_landing_prefix_with_no_objects_is_refused(s3, tmp_path):
     r = medallion("init", "shop", "--directory", tmp_path, "--storage", "s3", "--bucket", "lake-bucket", "-q")
@@ -298,6 +311,14 @@ def test_s3_landing_prefix_with_no_objects_is_refused(s3, tmp_path):
     assert r.exit_code == ExitCode.USAGE, r
     line = one_error(r)
     assert "s3://lake-bucket/incomming" in line and "no objects" in line
+    # The right prefix reads, gzip included.
+    body = HEADER + "\ns-1,1,click,1.0,2024-01-02,2024-01-02T00:00:00Z,north\n"
+    s3.client().put_object(Bucket="lake-bucket", Key="incoming/b.csv.gz", Body=gzip.compress(body.encode()))
+    cfg.write_text(cfg.read_text().replace("s3://lake-bucket/incomming", "s3://lake-bucket/incoming"))
+    r = run(root, "--json")
+    assert r.exit_code == 0, r
+    frame = pl.read_delta("s3://lake-bucket/shop/lake/bronze_events", storage_options=s3.env())
+    assert frame["event_id"].to_list() == ["s-1"] and frame["_source_file"].to_list() == ["b.csv.gz"]
 
 
 # -- 8. paths with a space, a non-ASCII letter or % ------------------------------------------------

@@ -145,8 +145,6 @@ def plan_layer(
 
 
 def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFrame]:
-    import polars as pl
-
     table = str(layer.source.table)
     uri = project.table_uri(table)
     storage = project.storage
