@@ -163,7 +163,7 @@ def test_no_layers_named(project):
     "name, content, reason",
     [
         ("bad.parquet", b"garbage", "parquet"),
-        ("bad.csv", b"event_id,user_id,event_type,amount,event_date,updated_at,region\nx,1,click,abc,2024-01-01,2024-01-01T00:00:00Z,north\n", "could not parse `abc`"),
+        ("bad.csv", b"event_id,user_id,event_type,amount,event_date,updated_at,region\nx,1,click,abc,2024-01-01,2024-01-01T00:00:00Z,north\n", "column amount has value(s) that do not convert to float64"),
         ("short.csv", b"event_id,user_id\nx,1\n", "event_type"),
         ("bad.jsonl", b'{"event_id": "x", "user_id": "not a number"}\n', "bad.jsonl"),
     ],

@@ -135,9 +135,10 @@ def plan_layer(
             )
         plan = LayerPlan(layer, "full", "everything", write_mode=layer.target.mode, started_at=started)
         if layer.source.landing is not None:
-            landing = sources.list_landing(project.resolve_path(layer.source.landing), project.storage)
+            landing = sources.list_landing(project.resolve_path(layer.source.landing), project.storage, settle=layer.source.settle)
             plan.files, plan.ignored = list(landing.files), landing.ignored
-            plan.source = sources.scan_landing(landing, layer.source.schema, project.storage)
+            scan = sources.scan_landing(landing, layer.source, project.storage)
+            plan.source, plan.warnings = scan.frame, [*landing.warnings, *scan.warnings]
         else:
             plan.source_version, plan.source = _scan_source(project, layer)
         return plan
@@ -150,8 +151,6 @@ def plan_layer(
 
 
 def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFrame]:
-    import polars as pl
-
     table = str(layer.source.table)
     uri = project.table_uri(table)
     storage = project.storage
@@ -161,7 +160,7 @@ def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFram
             hint="run the layer that writes it first, e.g. `medallion run all`",
         )
     version = storage.table(uri).version()
-    return version, pl.scan_delta(uri, version=version, storage_options=storage.polars(uri))
+    return version, storage.scan_delta(uri, version=version)
 
 
 # -- bronze: each landing file once -------------------------------------------------------
@@ -189,13 +188,13 @@ def _plan_files(
     """
     from medallion_cli import sources
 
-    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)), project.storage)
+    landing = sources.list_landing(project.resolve_path(str(layer.source.landing)), project.storage, settle=layer.source.settle)
     # Ingestion times only move forward, so a later layer's watermark on them never skips rows.
     if current is not None and current.value_int is not None:
         started = max(started, from_micros(current.value_int + 1))
     plan = LayerPlan(layer, "incremental", "new and changed landing files", write_mode=layer.target.mode,
                      watermark_column="_source_file", watermark_before=current.value if current else None,
-                     ignored=landing.ignored, started_at=started)
+                     ignored=landing.ignored, started_at=started, warnings=list(landing.warnings))
     seen = store.ingested_files(layer.target.table) if reference is None else {}
     times: dict[str, datetime] = {}
     if full_refresh:
@@ -236,8 +235,8 @@ def _plan_files(
         plan.kind = "nothing"
         plan.window = "no new or changed landing files" + (f" modified in {window.describe()}" if window else "")
         return plan
-    plan.source = with_ingestion_times(
-        sources.scan_landing(landing.subset(chosen), layer.source.schema, project.storage), times, started)
+    scan = sources.scan_landing(landing.subset(chosen), layer.source, project.storage)
+    plan.source, plan.warnings = with_ingestion_times(scan.frame, times, started), plan.warnings + list(scan.warnings)
     plan.watermark_after = (f"{len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
 
@@ -268,7 +267,7 @@ def recorded_ingestion(project: Project, layer: LayerConfig, store: StateStore |
     detail: dict[str, tuple[str | None, datetime | None]] = dict(store.ingested_detail(table))
     uri = project.table_uri(table)
     if project.storage.is_table(uri):
-        frame = pl.scan_delta(uri, storage_options=project.storage.polars(uri))
+        frame = project.storage.scan_delta(uri)
         names = frame.collect_schema().names()
         if SOURCE_FILE_COLUMN in names and INGESTED_AT in names:
             found = frame.group_by(SOURCE_FILE_COLUMN).agg(pl.col(INGESTED_AT).max()).collect()

@@ -74,7 +74,7 @@ def _lossless(source: Any, target: Any) -> bool:
 
 
 def reconcile_schema(
-    df: pl.DataFrame, uri: str, *, table: str, evolution: str, storage_options: dict | None = None
+    df: pl.DataFrame, uri: str, *, table: str, evolution: str, storage: Storage | None = None
 ) -> tuple[pl.DataFrame, list[str], list[str]]:
     """Fit ``df`` to the existing table's schema.
 
@@ -85,7 +85,7 @@ def reconcile_schema(
     """
     import polars as pl
 
-    current = pl.scan_delta(uri, storage_options=storage_options).collect_schema()
+    current = (storage or Storage()).scan_delta(uri).collect_schema()
     incoming = df.schema
     added = [c for c in incoming if c not in current]
     missing = [c for c in current if c not in incoming]
@@ -154,7 +154,7 @@ def write(
         pass
     elif exists:
         df, added, missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
-                                              storage_options=storage.polars(uri))
+                                              storage=storage)
     # An empty output writes nothing to an existing table (no empty commits), but a first
     # run still creates the table, so the layers downstream find it.
     if df.height == 0 and exists and mode in ("append", "merge"):

@@ -33,13 +33,42 @@ LEGACY_RUN_KEYS = ("max_retries", "retry_delay", "jitter_factor", "retry_excepti
 RUNTIME_INPUTS = ("run_id", "run_started_at")
 
 
+EXTRA_COLUMNS = ("ignore", "rescue", "fail")
+
+
+@dataclass(frozen=True)
+class SettleRule:
+    """When a landing file is ready to be read.
+
+    A file modified less than ``min_age`` ago waits (it may still be being written); with
+    a ``marker`` (e.g. ``_SUCCESS``) only files in folders holding that file are taken.
+    """
+
+    min_age: str = "0s"
+    min_age_s: float = 0.0
+    marker: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.min_age_s > 0 or self.marker is not None
+
+
 @dataclass(frozen=True)
 class SourceConfig:
-    """Where a layer reads from: landing files (with a schema) or an upstream table."""
+    """Where a layer reads from: landing files (with a schema) or an upstream table.
+
+    For landing files: ``null_values`` are the CSV cells read as null (default: the empty
+    string); ``extra_columns`` says what happens to columns a file has beyond ``schema``
+    (``ignore``, still reported; ``rescue`` into a ``_rescued_data`` JSON column; ``fail``);
+    ``settle`` says when a file is ready.
+    """
 
     landing: str | None = None
     table: str | None = None
     schema: dict[str, str] = field(default_factory=dict)
+    null_values: tuple[str, ...] = ("",)
+    extra_columns: str = "ignore"
+    settle: SettleRule = SettleRule()
 
     @property
     def input_name(self) -> str:
@@ -406,7 +435,41 @@ def _load_source(med: dict[str, Any], path: Path) -> SourceConfig:
             )
     elif not isinstance(table, str) or not table:
         raise ConfigError(f"{path}: medallion.source.table must be a table name or URI")
-    return SourceConfig(landing=landing, table=table, schema=dict(schema))
+    landing_only = [k for k in ("null_values", "extra_columns", "settle") if k in med]
+    if landing is None:
+        if landing_only:
+            raise ConfigError(f"{path}: medallion.source.{landing_only[0]} applies to landing sources only")
+        return SourceConfig(table=table, schema=dict(schema))
+    nulls = med.get("null_values", [""])
+    if isinstance(nulls, str):
+        nulls = [nulls]
+    if not isinstance(nulls, list) or not all(isinstance(v, str) for v in nulls):
+        raise ConfigError(f"{path}: medallion.source.null_values must be a list of strings", hint='e.g. ["NA", ""]')
+    extra = med.get("extra_columns", "ignore")
+    if extra not in EXTRA_COLUMNS:
+        raise ConfigError(f"{path}: medallion.source.extra_columns must be one of {', '.join(EXTRA_COLUMNS)}, got {extra!r}")
+    return SourceConfig(landing=landing, schema=dict(schema), null_values=tuple(nulls), extra_columns=extra,
+                        settle=_load_settle(med.get("settle"), path))
+
+
+def _load_settle(value: Any, path: Path) -> SettleRule:
+    where = "medallion.source.settle"
+    med = _mapping(value, path, where)
+    unknown = sorted(set(med) - {"min_age", "marker"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown {where} key {unknown[0]!r}", hint="keys: min_age, marker")
+    min_age = med.get("min_age") or "0s"
+    if isinstance(min_age, bool) or not isinstance(min_age, (str, int, float)):
+        raise ConfigError(f"{path}: {where}.min_age must be a duration", hint='e.g. "30s" or "2 minutes"')
+    if isinstance(min_age, (int, float)):
+        min_age = f"{min_age}s"
+    from medallion_cli.timeparse import parse_duration
+
+    seconds = parse_duration(str(min_age), what=f"{path}: {where}.min_age").total_seconds()
+    marker = med.get("marker")
+    if marker is not None and (not isinstance(marker, str) or not marker or "/" in marker or marker in (".", "..")):
+        raise ConfigError(f"{path}: {where}.marker must be a file name", hint="e.g. _SUCCESS")
+    return SettleRule(min_age=str(min_age), min_age_s=seconds, marker=marker)
 
 
 def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:

@@ -308,7 +308,7 @@ def summarize(uri: str, storage: Any, *, table: str, run_id: str | None = None, 
 
     if not storage.is_table(uri):
         raise UsageError(f"{table} has no quarantine table yet ({uri})", hint="it is created by the first run that quarantines a row")
-    frame = pl.read_delta(uri, storage_options=storage.polars(uri))
+    frame = storage.scan_delta(uri).collect()
     # Tables written before rows were keyed may hold a row more than once: count it once.
     frame = frame.unique(subset=[ROW_KEY] if ROW_KEY in frame.columns else [c for c in frame.columns if c not in (
         "_run_id", "_quarantined_at", ERRORS_COLUMN)], keep="first", maintain_order=True)

@@ -319,7 +319,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     except PipelineError:
         if plan.files:
             landing = sources.LandingFiles(project.resolve_path(str(layer.source.landing)), tuple(plan.files))
-            diagnosis = sources.diagnose_landing(landing, layer.source.schema, project.storage)
+            diagnosis = sources.diagnose_landing(landing, layer.source, project.storage)
             if diagnosis is not None:
                 raise diagnosis from None
         raise

@@ -9,6 +9,7 @@ all-or-nothing: on failure every file and folder it created is removed again.
 from __future__ import annotations
 
 import keyword
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from medallion_cli import __version__
 from medallion_cli.errors import ScaffoldError
 
 SAMPLE_DATA_DIR = PurePosixPath("data/landing")
+SAMPLE_MTIME = 1704067200  # 2024-01-01T00:00:00Z, the sample data's first day
 _SKIP = {"__pycache__", ".pytest_cache"}
 
 
@@ -63,11 +65,20 @@ def available_templates() -> list[str]:
     return sorted(p.name for p in templates_dir().iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+# The name becomes `project.name` in pyproject.toml (a PEP 508 name: ASCII, starting and
+# ending with a letter or digit), FlowerPower's project name and a Python identifier: the
+# intersection is ASCII letters, digits and underscores, starting with a letter and not
+# ending with an underscore. `café` passes str.isidentifier() but breaks any build of the
+# project (pip: "`project.name` must be pep508-identifier").
+_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?$")
+
+
 def validate_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name):
+    if not _NAME.match(name) or keyword.iskeyword(name):
         raise ScaffoldError(
-            f"project name {name!r} is not a valid identifier",
-            hint="use letters, digits and underscores, not starting with a digit (e.g. shop or sales_2024)",
+            f"project name {name!r} is not a valid name",
+            hint="use ASCII letters, digits and underscores, starting with a letter and not ending with an "
+            "underscore (e.g. shop or sales_2024); it becomes the Python project name",
         )
 
 
@@ -90,6 +101,21 @@ def _check_storage(storage: str, bucket: str | None, prefix: str, name: str) -> 
     if any(part in ("", ".", "..") for part in prefix.split("/")) or any(c in prefix for c in " \\{}"):
         raise ScaffoldError(f"{prefix!r} is not a usable key prefix", hint="e.g. --prefix analytics/shop")
     return prefix + "/"
+
+
+def _check_lake_path(root: Path) -> None:
+    """Refuse, before creating anything, a folder whose local Delta tables delta-rs could not read back."""
+    from medallion_cli.errors import ConfigError
+    from medallion_cli.storage import check_local_path
+
+    try:
+        check_local_path(str(root / "lake"))
+    except ConfigError:
+        raise ScaffoldError(
+            f"the project folder {root} contains a '%' followed by two hex digits (such as %20), which delta-rs "
+            "decodes as a URL escape: the project's Delta tables could not be read back",
+            hint="create the project in another folder (spaces, accents and other '%' signs are fine), or use --storage s3",
+        ) from None
 
 
 def plan(template: str, *, sample_data: bool = True) -> list[tuple[PurePosixPath, Path]]:
@@ -147,6 +173,8 @@ def init_project(
     root = (parent / name).resolve()
     if root.parent != parent:
         raise ScaffoldError(f"project name {name!r} escapes {parent}")
+    if storage == "local":
+        _check_lake_path(root)
     if root.exists() and not root.is_dir():
         raise ScaffoldError(f"{root} exists and is not a directory", hint="choose another name")
     if root.is_dir() and any(root.iterdir()) and not force:
@@ -180,6 +208,9 @@ def init_project(
                 created_files.append(target)
                 actions.append(FileAction(str(dest), "create"))
             shutil.copymode(src, target)
+            if dest.parent == SAMPLE_DATA_DIR and not dest.name.startswith("."):
+                # Old enough for any settle rule (medallion.source.settle.min_age): the samples are complete.
+                os.utime(target, (SAMPLE_MTIME, SAMPLE_MTIME))
     except BaseException as exc:
         for path in reversed(created_files):
             path.unlink(missing_ok=True)

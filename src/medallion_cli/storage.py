@@ -186,12 +186,32 @@ class Storage:
     def is_table(self, uri: str) -> bool:
         from deltalake import DeltaTable
 
+        check_local_path(uri)
         return self.call(lambda: DeltaTable.is_deltatable(uri, storage_options=self.delta(uri)), what=f"checking {uri}", uri=uri)
 
     def table(self, uri: str, version: int | None = None) -> Any:
         from deltalake import DeltaTable
 
+        check_local_path(uri)
         return self.call(lambda: DeltaTable(uri, version=version, storage_options=self.delta(uri)), what=f"opening {uri}", uri=uri)
+
+    def scan_delta(self, uri: str, version: int | None = None) -> Any:
+        """A polars ``LazyFrame`` over the Delta table at ``uri`` (at ``version``, default latest).
+
+        Every scan of a Delta table goes through here. delta-rs lists a local table's files
+        as percent-encoded paths (``a%20b/...`` for ``a b/...``, ``caf%C3%A9`` for ``café``)
+        and polars' native reader opens them as they are, so a project under a folder whose
+        name has a space, a non-ASCII letter or a ``%`` fails with "No such file". Such
+        tables are read through deltalake's own dataset, which decodes the paths; every
+        other table keeps polars' native (faster) reader.
+        """
+        import polars as pl
+
+        check_local_path(uri)
+        if not is_remote(uri) and _needs_encoding(uri):
+            dt = self.table(uri, version=version)
+            return pl.scan_delta(dt, use_pyarrow=True)
+        return pl.scan_delta(uri, version=version, storage_options=self.polars(uri))
 
     def call(self, fn: Callable[[], T], *, what: str, uri: str | None = None) -> T:
         """Run ``fn``; retry transient faults with exponential backoff and jitter within the budget."""
@@ -224,6 +244,34 @@ class Storage:
 
 class StorageError(MedallionError):
     """An object store that kept failing, or that refused us."""
+
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _needs_encoding(path: str) -> bool:
+    from urllib.parse import quote
+
+    path = path.removeprefix("file://")
+    return quote(path, safe="/:") != path
+
+
+def check_local_path(uri: str) -> None:
+    """Refuse a local table path delta-rs 1.6 cannot use: one with a ``%`` escape such as ``%20``.
+
+    delta-rs writes the files under the literal folder ``x%20y`` and then reads the log
+    from ``x y`` (it decodes the path once more), so the table is written but can never be
+    read back. Spaces, non-ASCII letters and other ``%`` signs work.
+    """
+    if is_remote(uri):
+        return
+    match = _PERCENT_ESCAPE.search(uri.removeprefix("file://"))
+    if match:
+        raise ConfigError(
+            f"the local table path {uri} contains {match.group(0)!r}, which delta-rs decodes as a URL escape: "
+            "its Delta tables would be written but could not be read back",
+            hint="rename the folder so that no '%' is followed by two hex digits, or set medallion.lake_root to another path",
+        )
 
 
 def first_line(exc: BaseException) -> str:

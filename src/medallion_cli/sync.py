@@ -76,7 +76,7 @@ def files_from_rows(dt: Any, storage: Any, landing: Any) -> dict[str, tuple]:
     from medallion_cli.sources import SOURCE_FILE_COLUMN
 
     uri = dt.table_uri
-    frame = pl.scan_delta(uri, version=dt.version(), storage_options=storage.polars(uri))
+    frame = storage.scan_delta(uri, version=dt.version())
     names = frame.collect_schema().names()
     if SOURCE_FILE_COLUMN not in names or INGESTED_AT not in names:
         raise MedallionError(

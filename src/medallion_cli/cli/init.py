@@ -11,7 +11,7 @@ from medallion_cli.cli.options import DebugOpt, JsonOpt, QuietOpt, setup
 
 
 def init(
-    name: Annotated[str, typer.Argument(help="Project name; also the folder created (a valid identifier).")],
+    name: Annotated[str, typer.Argument(help="Project name; also the folder created (ASCII letters, digits, underscores; starts with a letter).")],
     template: Annotated[str, typer.Option("--template", "-t", help="Project kind to scaffold.")] = "events",
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder, overwriting template files.")] = False,
     sample_data: Annotated[bool, typer.Option("--sample-data/--no-sample-data", help="Include the sample landing files.")] = True,
