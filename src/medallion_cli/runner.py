@@ -272,6 +272,10 @@ def _crash_point(layer: LayerConfig, point: str) -> None:
     target = os.environ.get("MEDALLION_TEST_CRASH_AT")
     if target and target == f"{layer.name}:{point}":
         os.kill(os.getpid(), signal.SIGKILL)
+    pause, _, seconds = os.environ.get("MEDALLION_TEST_PAUSE_AT", "").partition("=")  # layer:point=seconds
+    if pause == f"{layer.name}:{point}":
+        open(os.environ["MEDALLION_TEST_PAUSE_FILE"], "w").close()  # tells the test the run got here
+        time.sleep(float(seconds or 5))
 
 
 def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult:
