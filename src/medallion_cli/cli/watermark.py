@@ -155,8 +155,14 @@ def repair(
     from medallion_cli import watermarks
     from medallion_cli.output import repair_table
 
+    from medallion_cli.state import StateStore
+
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     project = _project(project_dir, storage_option)
     with _serialized(project, list(project.layer_names), "medallion watermark repair", wait=wait, dry_run=dry_run):
+        set_aside = None if dry_run else StateStore(project.state_path).set_aside_if_corrupt()
+        if set_aside is not None:
+            out.info(f"the state file was corrupt: moved it to {set_aside}; rebuilding it from the Delta logs")
         reports = watermarks.repair(project, dry_run=dry_run)
-    out.report({"repair": [r.to_dict() for r in reports], "dry_run": dry_run}, [repair_table(reports)])
+    out.report({"repair": [r.to_dict() for r in reports], "dry_run": dry_run,
+                "corrupt_state_moved_to": str(set_aside) if set_aside else None}, [repair_table(reports)])
