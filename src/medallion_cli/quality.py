@@ -222,10 +222,12 @@ def write_quarantine(
     The quarantine commit carries the target's watermark as its own app transaction, so a
     run that re-processes the same window after a crash does not quarantine rows twice.
     """
+    import time
+
     import polars as pl
     from deltalake import CommitProperties, Transaction, write_deltalake
 
-    from medallion_cli.commits import app_id
+    from medallion_cli.commits import app_id, write_app_id
 
     app = app_id(Path(uri).name)
     if watermark is not None and storage.is_table(uri):
@@ -237,10 +239,11 @@ def write_quarantine(
         pl.lit(layer).alias("_layer"),
         pl.lit(at, dtype=pl.Datetime("us", "UTC")).alias("_quarantined_at"),
     )
-    txns = [Transaction(app, watermark)] if watermark is not None else None
+    txns = [Transaction(app, watermark)] if watermark is not None else [Transaction(write_app_id(Path(uri).name), time.time_ns() // 1000)]
+    metadata, done = storage.write_guard(uri, metadata)  # a retry first checks whether the write landed
     storage.call(lambda: write_deltalake(uri, frame, mode="append", schema_mode="merge", storage_options=storage.delta(uri),
                                          commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns)),
-                 what=f"writing {Path(uri).name}", uri=uri)
+                 what=f"writing {Path(uri).name}", uri=uri, done=done)
     return storage.table(uri).version()
 
 
