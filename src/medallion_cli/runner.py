@@ -267,14 +267,17 @@ def _crash_point(layer: LayerConfig, point: str) -> None:
     """Test hook: ``MEDALLION_TEST_CRASH_AT=layer:point`` SIGKILLs the process right here.
 
     The kill tests use it to stop a run at exact moments (before the write, after the
-    commit but before the state file is updated, ...). It does nothing otherwise.
+    commit but before the state file is updated, ...). ``MEDALLION_TEST_PAUSE_AT=
+    layer:point=seconds`` sleeps there instead, holding the layer's lock (after touching
+    ``MEDALLION_TEST_PAUSE_FILE``). It does nothing otherwise.
     """
     target = os.environ.get("MEDALLION_TEST_CRASH_AT")
     if target and target == f"{layer.name}:{point}":
         os.kill(os.getpid(), signal.SIGKILL)
     pause, _, seconds = os.environ.get("MEDALLION_TEST_PAUSE_AT", "").partition("=")  # layer:point=seconds
     if pause == f"{layer.name}:{point}":
-        open(os.environ["MEDALLION_TEST_PAUSE_FILE"], "w").close()  # tells the test the run got here
+        if os.environ.get("MEDALLION_TEST_PAUSE_FILE"):
+            open(os.environ["MEDALLION_TEST_PAUSE_FILE"], "w").close()  # tells the test the run got here
         time.sleep(float(seconds or 5))
 
 
