@@ -90,16 +90,19 @@ class MotoS3:
 class FaultProxy:
     """Forwards HTTP to ``target``; the first ``fail_first`` requests get a 503 instead.
 
+    ``lose_commit_acks``: the first N PUTs of a Delta commit (``_delta_log/<version>.json``)
+    reach ``target`` and are stored, then their reply is lost: ``lose="close"`` closes the
+    connection without answering, ``lose="503"`` answers 503 instead of the store's 200.
     Runs in its own process (see MotoS3 for why); ``stats()`` reads its counters.
     """
 
-    def __init__(self, target: str, fail_first: int) -> None:
+    def __init__(self, target: str, fail_first: int = 0, *, lose_commit_acks: int = 0, lose: str = "close") -> None:
         import subprocess
         import sys
 
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, __file__, target, str(fail_first), str(port)],
+        self.proc = subprocess.Popen([sys.executable, __file__, target, str(fail_first), str(port), str(lose_commit_acks), lose],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(f"{self.endpoint}/__stats", self.proc)
 
@@ -114,11 +117,13 @@ class FaultProxy:
         self.proc.wait(timeout=10)
 
 
-def _serve(target_url: str, fail_first: int, port: int) -> None:
+def _serve(target_url: str, fail_first: int, port: int, lose_commit_acks: int = 0, lose: str = "close") -> None:
     import json
+    import re
 
     target = urlsplit(target_url)
-    state = {"seen": 0, "failed": 0}
+    state = {"seen": 0, "failed": 0, "commits": 0, "acks_lost": 0}
+    commit = re.compile(r"/_delta_log/\d{20}\.json$")
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -153,6 +158,21 @@ def _serve(target_url: str, fail_first: int, port: int) -> None:
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            conn.close()
+            if self.command == "PUT" and commit.search(urlsplit(self.path).path) and resp.status == 200:
+                with lock:
+                    state["commits"] += 1
+                    drop = state["acks_lost"] < lose_commit_acks
+                    if drop:
+                        state["acks_lost"] += 1
+                if drop and lose == "503":
+                    return self._reply(503, b"<Error><Code>ServiceUnavailable</Code><Message>ack lost</Message></Error>")
+                if drop:  # the commit is stored; the client never hears of it
+                    self.close_connection = True
+                    import socket
+
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -161,7 +181,6 @@ def _serve(target_url: str, fail_first: int, port: int) -> None:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            conn.close()
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -171,4 +190,4 @@ def _serve(target_url: str, fail_first: int, port: int) -> None:
 if __name__ == "__main__":
     import sys
 
-    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *(int(sys.argv[4]), sys.argv[5]) if len(sys.argv) > 5 else ())

@@ -13,10 +13,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "medallion."
+WRITE_ID = f"{PREFIX}write_id"  # unique per write: a retry finds out whether its attempt landed
 
 
 def app_id(table: str) -> str:
     return f"medallion/{table}"
+
+
+def write_app_id(table: str) -> str:
+    """The app transaction of writes that carry no watermark.
+
+    delta-rs refuses a commit whose app id is also in a concurrent winning commit; with it,
+    an object-store retry of a commit whose reply was lost fails instead of committing the
+    same data a second time (and medallion's retry then finds its write id in the log).
+    """
+    return f"medallion/{table}/writes"
+
+
+def new_write_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,7 @@ class CommitInfo:
     watermark_int: int | None = None
     files: tuple[tuple[str, str], ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    write_id: str | None = None
 
     @property
     def by_medallion(self) -> bool:
@@ -81,6 +99,7 @@ def parse_entry(entry: dict[str, Any]) -> CommitInfo:
         watermark=entry.get(f"{PREFIX}watermark") or None,
         watermark_int=int(wm_int) if wm_int not in (None, "") else None,
         files=tuple(tuple(f) for f in json.loads(files)) if files else None,
+        write_id=entry.get(WRITE_ID),
     )
 
 

@@ -12,8 +12,8 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,12 +22,15 @@ from medallion_cli.timeparse import iso_utc
 
 
 @contextmanager
-def layer_lock(lock_dir: Path, layer: str, *, run_id: str, wait: float | None = None) -> Iterator[None]:
+def layer_lock(lock_dir: Path, layer: str, *, run_id: str, wait: float | None = None,
+               command: str | None = None) -> Iterator[None]:
     """Hold ``layer``'s lock for the duration of the block.
 
     Args:
         wait: ``None`` fails at once if another run holds the lock; otherwise wait up to
             this many seconds (``float('inf')`` waits for ever).
+        command: what holds it when it is not a run (``medallion restore silver_events``),
+            for the message another process prints.
     """
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / f"{layer}.lock"
@@ -51,6 +54,8 @@ def layer_lock(lock_dir: Path, layer: str, *, run_id: str, wait: float | None = 
             "host": socket.gethostname(),
             "since": iso_utc(datetime.now(timezone.utc)),
         }
+        if command:
+            holder["command"] = command
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:
@@ -62,6 +67,20 @@ def layer_lock(lock_dir: Path, layer: str, *, run_id: str, wait: float | None = 
         os.close(fd)
 
 
+@contextmanager
+def layer_locks(lock_dir: Path, layers: Iterable[str], *, run_id: str, wait: float | None = None,
+                command: str | None = None) -> Iterator[None]:
+    """Hold several layers' locks at once, for commands that change a table a run writes.
+
+    Pass the layers in the project's order: every holder then takes them in one order, so
+    two waiting commands cannot deadlock (a run holds one layer at a time).
+    """
+    with ExitStack() as stack:
+        for layer in dict.fromkeys(layers):
+            stack.enter_context(layer_lock(lock_dir, layer, run_id=run_id, wait=wait, command=command))
+        yield
+
+
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text() or "{}")
@@ -69,4 +88,6 @@ def _holder(path: Path) -> str:
         info = {}
     if not info:
         return "another process"
+    if info.get("command"):
+        return f"`{info['command']}` (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
     return f"run {info.get('run_id')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"

@@ -8,14 +8,19 @@ the restored table through its change feed are reset to rebuild in full.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from medallion_cli import __version__
 from medallion_cli.commits import app_id, build_metadata, commits_since
 from medallion_cli.delta import TableError, TableRef, open_table, query
-from medallion_cli.errors import UsageError
+from medallion_cli.errors import ProjectNotFoundError, UsageError
+from medallion_cli.locks import layer_locks
 from medallion_cli.project import Project
 from medallion_cli.state import StateStore
 from medallion_cli.storage import first_line as _first_line
@@ -23,6 +28,81 @@ from medallion_cli.timeparse import iso_utc
 from medallion_cli.sync import fold, sync_table
 
 DEFAULT_RETENTION_HOURS = 168
+
+
+def _normal(uri: str) -> str:
+    """One spelling per table: ``file://`` URIs, relative paths, symlinks and trailing slashes folded."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    if uri.startswith("file://"):
+        uri = url2pathname(urlsplit(uri).path)
+    if "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme.lower()}://{rest.strip('/')}"
+    return os.path.realpath(os.path.expanduser(uri))
+
+
+def as_project_table(ref: TableRef, project: Project | None, storage_overrides: Iterable[str] = ()) -> tuple[TableRef, Project | None]:
+    """The project table a path or URI points at, so that it is changed as that table.
+
+    A restore by path must move the watermark like a restore by name. Without a project
+    from ``-C`` or the working directory, the project around a local path is used.
+    """
+    if ref.layer is not None:
+        return ref, project
+    if project is None:
+        if "://" in ref.uri and not ref.uri.startswith("file://"):
+            return ref, None
+        from medallion_cli.project import find_project_root, load_project
+
+        try:
+            root = find_project_root(Path(_normal(ref.uri)).parent)
+        except ProjectNotFoundError:
+            return ref, None
+        project = load_project(root, storage_overrides=storage_overrides)
+    target = _normal(ref.uri)
+    for layer in project.layers:
+        uri = project.table_uri(layer.target.table)
+        if _normal(uri) == target:
+            return TableRef(layer.target.table, uri, layer, project.storage), project
+    return ref, project
+
+
+def layers_writing(project: Project | None, ref: TableRef, *, downstream: bool = False) -> list[str]:
+    """The layers whose runs write ``ref`` (its quarantine table included), in run order.
+
+    With ``downstream``, also the layers whose watermark a restore of ``ref`` resets.
+    """
+    from medallion_cli.quality import quarantine_table
+
+    if project is None:
+        return []
+    target = _normal(ref.uri)
+    found = []
+    for layer in project.layers:
+        written = {_normal(project.table_uri(layer.target.table)), _normal(project.table_uri(quarantine_table(layer)))}
+        reset = downstream and layer.source.table == ref.name and layer.incremental is not None \
+            and layer.incremental.strategy == "partitions"
+        if target in written or reset:
+            found.append(layer.name)
+    return found
+
+
+@contextmanager
+def serialized(project: Project | None, layers: list[str], *, command: str, wait: float | None = None) -> Iterator[None]:
+    """Hold the run locks of ``layers`` while a command changes their tables or state.
+
+    A run plans its window and commits its watermark under its layer's lock; a restore,
+    vacuum, optimize or watermark change in between would be undone by that commit.
+    Fails at once with a :class:`ConflictError` naming the holder, unless ``wait``.
+    """
+    if project is None or not layers:
+        yield
+        return
+    ordered = [name for name in project.layer_names if name in layers]
+    with layer_locks(project.lock_dir, ordered, run_id=command, wait=wait, command=command):
+        yield
 
 
 @dataclass(frozen=True)

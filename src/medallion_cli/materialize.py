@@ -7,9 +7,11 @@ delta-rs (lossy casts, duplicate merge keys, naive timestamps) are refused up fr
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from medallion_cli.commits import write_app_id
 from medallion_cli.errors import MaterializeError
 from medallion_cli.project import TargetConfig
 from medallion_cli.storage import Storage
@@ -163,6 +165,8 @@ def write(
         df = latest_per_key(df, target)
     changes = {"added_columns": tuple(added), "null_filled_columns": tuple(missing), "rows": df.height}
     schema_mode = "overwrite" if replace_schema and mode == "overwrite" else ("merge" if added else None)
+    metadata, done = storage.write_guard(uri, metadata, exists=exists)  # a retry first checks whether the write landed
+    app_transaction = app_transaction or (write_app_id(target.table), time.time_ns() // 1000)
     txns = [Transaction(app_transaction[0], app_transaction[1])] if app_transaction else None
     commit = CommitProperties(custom_metadata=metadata, app_transactions=txns)
     size = target_file_size_mb or target.target_file_size_mb
@@ -180,20 +184,21 @@ def write(
         create = "append" if mode == "append" else "error"
         storage.call(lambda: write_deltalake(
             uri, df, mode=create, partition_by=partition_by, configuration=target.properties or None, **common
-        ), what=what, uri=uri)
+        ), what=what, uri=uri, done=done)
         operation = "create"
     elif mode == "merge":
         # A concurrent commit (CommitFailedError) is retried on a fresh snapshot.
         outcome = storage.call(lambda: _merge(df, storage.table(uri), target, commit, merge_schema=bool(added)),
-                               what=f"merging into {target.table}", uri=uri)
+                               what=f"merging into {target.table}", uri=uri, done=done)
+        outcome = outcome or WriteOutcome("merge", storage.table(uri).version())  # landed, reply lost
         return WriteOutcome(outcome.operation, outcome.version, outcome.metrics, **changes)
     elif mode == "replace":
         storage.call(lambda: write_deltalake(uri, df, mode="overwrite", predicate=predicate, partition_by=partition_by,
-                                             schema_mode=schema_mode, **common), what=what, uri=uri)
+                                             schema_mode=schema_mode, **common), what=what, uri=uri, done=done)
         operation = "replace"
     else:
         storage.call(lambda: write_deltalake(uri, df, mode=mode, partition_by=partition_by, schema_mode=schema_mode,
-                                             **common), what=what, uri=uri)
+                                             **common), what=what, uri=uri, done=done)
         operation = mode
     version = storage.table(uri).version()
     return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": df.height}, **changes)

@@ -262,8 +262,12 @@ def write_quarantine(
     invalid, so the table equals what a full recompute quarantines. Returns the new
     version, or None when nothing changed.
     """
+    import time
+
     import polars as pl
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    from medallion_cli.commits import write_app_id
 
     commit = CommitProperties(custom_metadata=metadata)
     exists = storage.is_table(uri)
@@ -280,10 +284,13 @@ def write_quarantine(
         pl.lit(layer).alias("_layer"),
         pl.lit(at, dtype=pl.Datetime("us", "UTC")).alias("_quarantined_at"),
     ).unique(subset=[ROW_KEY], keep="first", maintain_order=True)
+    metadata, done = storage.write_guard(uri, metadata, exists=exists)  # a retry first checks whether the write landed
+    commit = CommitProperties(custom_metadata=metadata,
+                              app_transactions=[Transaction(write_app_id(Path(uri).name), time.time_ns() // 1000)])
     if not exists:
         storage.call(lambda: write_deltalake(uri, frame, mode="append", storage_options=storage.delta(uri),
                                              commit_properties=commit),
-                     what=f"writing {Path(uri).name}", uri=uri)
+                     what=f"writing {Path(uri).name}", uri=uri, done=done)
         return storage.table(uri).version()
 
     def merge() -> int | None:
@@ -297,7 +304,7 @@ def write_quarantine(
         table.update_incremental()
         return table.version() if table.version() != before else None
 
-    return storage.call(merge, what=f"writing {Path(uri).name}", uri=uri)
+    return storage.call(merge, what=f"writing {Path(uri).name}", uri=uri, done=done)
 
 
 def summarize(uri: str, storage: Any, *, table: str, run_id: str | None = None, samples: int = 3) -> dict[str, Any]:

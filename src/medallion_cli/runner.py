@@ -276,13 +276,20 @@ def _crash_point(layer: LayerConfig, point: str) -> None:
     ``MEDALLION_TEST_FAIL_AT=layer:point`` raises a run failure instead.
 
     The kill tests use it to stop a run at exact moments (before the write, after the
-    commit but before the state file is updated, ...). It does nothing otherwise.
+    commit but before the state file is updated, ...). ``MEDALLION_TEST_PAUSE_AT=
+    layer:point=seconds`` sleeps there instead, holding the layer's lock (after touching
+    ``MEDALLION_TEST_PAUSE_FILE``). It does nothing otherwise.
     """
     here = f"{layer.name}:{point}"
     if os.environ.get("MEDALLION_TEST_CRASH_AT") == here:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("MEDALLION_TEST_FAIL_AT") == here:  # a failure instead of a kill
         raise PipelineError(f"injected failure at {here}")
+    pause, _, seconds = os.environ.get("MEDALLION_TEST_PAUSE_AT", "").partition("=")  # layer:point=seconds
+    if pause == f"{layer.name}:{point}":
+        if os.environ.get("MEDALLION_TEST_PAUSE_FILE"):
+            open(os.environ["MEDALLION_TEST_PAUSE_FILE"], "w").close()  # tells the test the run got here
+        time.sleep(float(seconds or 5))
 
 
 def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult:

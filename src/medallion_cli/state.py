@@ -17,10 +17,36 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medallion_cli.errors import ConflictError, MedallionError
+from medallion_cli.errors import ConflictError, ExitCode, MedallionError
 from medallion_cli.timeparse import iso_utc as _iso
 
 SCHEMA_VERSION = 1
+
+# What DuckDB says about a file that is empty, cut short or not a database at all.
+_CORRUPT = ("not a valid duckdb database", "could not read enough bytes", "corrupt", "checksum")
+
+
+class StateCorruptError(MedallionError):
+    """The state file cannot be read as a DuckDB database (empty, truncated, overwritten)."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"the state file {path} is corrupt ({reason})",
+            hint="run `medallion watermark repair`: it sets the file aside and rebuilds it from the Delta logs",
+        )
+        self.path = path
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "could not set lock" not in text and any(word in text for word in _CORRUPT)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.removeprefix("IO Error: ")[:160]
 
 
 def _lock_timeout() -> float:
@@ -135,8 +161,10 @@ class StateStore:
             try:
                 con = duckdb.connect(str(self.path))
                 break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+            except duckdb.Error as exc:
+                if _is_corrupt(exc):
+                    raise StateCorruptError(self.path, _reason(exc)) from exc
+                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
                     raise MedallionError(
                         f"cannot open the state file {self.path}: {exc}",
                         hint="check the file's permissions; `medallion watermark repair` rebuilds it from the Delta logs",
@@ -154,14 +182,44 @@ class StateStore:
             con.execute("BEGIN TRANSACTION")
             yield con
             con.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             try:
                 con.execute("ROLLBACK")
             except Exception:  # the transaction may not have started
                 pass
+            if isinstance(exc, duckdb.Error) and _is_corrupt(exc):
+                raise StateCorruptError(self.path, _reason(exc)) from exc
             raise
         finally:
             con.close()
+
+    def set_aside_if_corrupt(self) -> Path | None:
+        """Move a corrupt state file (and its WAL) to ``<name>.corrupt-<UTC time>``; return where.
+
+        Returns ``None`` when the file is missing or readable. The Delta logs hold every
+        watermark, so ``watermark repair`` then rebuilds the state from scratch.
+        """
+        if not self.path.exists():
+            return None
+        try:
+            with self.connect() as con:
+                con.execute("SELECT count(*) FROM watermarks").fetchall()
+                con.execute("SELECT count(*) FROM watermark_history").fetchall()
+                con.execute("SELECT count(*) FROM ingested_files").fetchall()
+            return None
+        except StateCorruptError:
+            pass
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        self.path.rename(aside)
+        wal = self.path.with_name(self.path.name + ".wal")
+        if wal.exists():
+            wal.rename(aside.with_name(aside.name + ".wal"))
+        return aside
 
     @staticmethod
     def _migrate(con: Any) -> None:

@@ -121,6 +121,7 @@ class Storage:
     options: dict[str, str] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retries: int = 0  # transient faults retried so far in this process
+    recovered: int = 0  # writes that failed to hear back but had landed (found by their write id)
 
     @classmethod
     def resolve(cls, configured: dict[str, Any] | None = None, overrides: Iterable[str] = (), *,
@@ -213,8 +214,35 @@ class Storage:
             return pl.scan_delta(dt, use_pyarrow=True)
         return pl.scan_delta(uri, version=version, storage_options=self.polars(uri))
 
-    def call(self, fn: Callable[[], T], *, what: str, uri: str | None = None) -> T:
-        """Run ``fn``; retry transient faults with exponential backoff and jitter within the budget."""
+    def write_guard(self, uri: str, metadata: dict[str, str], *, exists: bool | None = None
+                    ) -> tuple[dict[str, str], Callable[[], bool]]:
+        """``metadata`` with a unique write id, and the ``done`` probe :meth:`call` asks before a retry.
+
+        A commit can reach the store while its reply is lost (dropped connection, a 5xx
+        from a proxy): retrying it blindly appends the batch twice. The probe reads the
+        commits made since the table version before the write, looking for the write id.
+        """
+        from medallion_cli.commits import WRITE_ID, commits_since, new_write_id
+
+        token = new_write_id()
+        exists = self.is_table(uri) if exists is None else exists
+        before = self.table(uri).version() if exists else -1
+
+        def done() -> bool:
+            if not self.is_table(uri):
+                return False
+            return any(c.write_id == token for c in commits_since(self.table(uri), before))
+
+        return {**metadata, WRITE_ID: token}, done
+
+    def call(self, fn: Callable[[], T], *, what: str, uri: str | None = None,
+             done: Callable[[], bool] | None = None) -> T | None:
+        """Run ``fn``; retry transient faults with exponential backoff and jitter within the budget.
+
+        ``done`` (for writes, from :meth:`write_guard`): asked after a transient failure,
+        before any retry; when it says the write already landed, the call counts as done and
+        returns ``None``. If it cannot tell, the write fails rather than risk a duplicate.
+        """
         policy = self.retry
         start = time.monotonic()
         attempt = 0
@@ -225,6 +253,9 @@ class Storage:
             except MedallionError:
                 raise
             except Exception as exc:  # classified below: transient faults are retried
+                if done is not None and is_transient(exc) and self.call(done, what=f"checking whether {what} landed", uri=uri):
+                    self.recovered += 1
+                    return None
                 elapsed = time.monotonic() - start
                 delay = min(policy.max_delay_s, policy.initial_delay_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 if not is_transient(exc) or attempt >= policy.max_attempts or elapsed + delay > policy.budget_s:

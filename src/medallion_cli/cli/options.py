@@ -57,6 +57,7 @@ def setup(*, json_mode: bool = False, quiet: bool = False, debug: bool = False) 
 
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking for confirmation.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and change nothing.")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="If a run (or another command) holds the table's layer, wait for it instead of failing.")]
 
 
 def confirm(question: str, *, yes: bool) -> None:

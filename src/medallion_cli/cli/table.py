@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, YesOpt, confirm, setup
+from medallion_cli.cli.options import (DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, WaitOpt, YesOpt, confirm,
+                                       setup)
 
 TableArg = Annotated[str, typer.Argument(help="Project table or layer (silver_events, silver), or a path/URI of any Delta table.", show_default=False)]
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", min=0, help="Table version (time travel).", show_default=False)]
@@ -27,6 +28,14 @@ def _ref(name: str, project_dir, storage_option: list[str] | None = None):
             raise
         project = None
     return resolve(name, project, None if project else Storage.resolve(None, storage_option or [])), project
+
+
+def _changed_ref(name: str, project_dir, storage_option: list[str] | None = None):
+    """A table a command changes: a path or URI of a project table counts as that table."""
+    from medallion_cli.maintenance import as_project_table
+
+    ref, project = _ref(name, project_dir, storage_option)
+    return as_project_table(ref, project, storage_option or [])
 
 
 def _as_of(text: str | None):
@@ -144,7 +153,7 @@ def diff(
 
 def restore(
     table: TableArg, version: VersionOpt = None, as_of: AsOfOpt = None, yes: YesOpt = False, dry_run: DryRunOpt = False,
-    storage_option: StorageOpt = None,
+    wait: WaitOpt = False, storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Restore a table to an earlier version (its watermark goes back with it).
@@ -154,7 +163,15 @@ def restore(
     from medallion_cli import maintenance
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, project = _ref(table, project_dir, storage_option)
+    ref, project = _changed_ref(table, project_dir, storage_option)
+    layers = [] if dry_run else maintenance.layers_writing(project, ref, downstream=True)
+    with maintenance.serialized(project, layers, command=f"medallion restore {ref.name}", wait=float("inf") if wait else None):
+        _restore(out, project, ref, version=version, as_of=as_of, yes=yes, dry_run=dry_run, json_mode=json_mode)
+
+
+def _restore(out, project, ref, *, version, as_of, yes: bool, dry_run: bool, json_mode: bool) -> None:
+    from medallion_cli import maintenance
+
     plan = maintenance.plan_restore(project, ref, version=version, as_of=_as_of(as_of))
     out.info(f"restore {plan.table} from version {plan.current_version} ({plan.rows_now:,} rows) "
              f"to version {plan.target_version} ({plan.rows_then:,} rows)")
@@ -180,7 +197,7 @@ def vacuum(
     retention_hours: Annotated[int | None, typer.Option("--retention-hours", help="Keep files needed by versions newer than this (default 168).", show_default=False)] = None,
     allow_short: Annotated[bool, typer.Option("--allow-short-retention", help="Allow a retention below 168 hours.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Also delete orphan files no version ever referenced (e.g. from killed writes).")] = False,
-    yes: YesOpt = False, dry_run: DryRunOpt = False,
+    yes: YesOpt = False, dry_run: DryRunOpt = False, wait: WaitOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
@@ -191,7 +208,17 @@ def vacuum(
     from medallion_cli import maintenance
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir, storage_option)
+    ref, project = _changed_ref(table, project_dir, storage_option)
+    layers = maintenance.layers_writing(project, ref) if yes and not dry_run else []
+    with maintenance.serialized(project, layers, command=f"medallion vacuum {ref.name}", wait=float("inf") if wait else None):
+        _vacuum(out, ref, retention_hours=retention_hours, allow_short=allow_short, full=full, yes=yes,
+                dry_run=dry_run, json_mode=json_mode)
+
+
+def _vacuum(out, ref, *, retention_hours, allow_short: bool, full: bool, yes: bool, dry_run: bool,
+            json_mode: bool) -> None:
+    from medallion_cli import maintenance
+
     plan = maintenance.plan_vacuum(ref, retention_hours=retention_hours, allow_short=allow_short, full=full)
     out.info(f"vacuum {plan.table}: {len(plan.files)} file(s) to delete (retention {plan.retention_hours} h)")
     if plan.versions_losing_time_travel:
@@ -215,7 +242,7 @@ def optimize(
     table: TableArg,
     z_order: Annotated[str | None, typer.Option("--z-order", help="Comma-separated columns to cluster by.", show_default=False)] = None,
     target_size_mb: Annotated[int, typer.Option("--target-size-mb", min=1, help="Size of the rewritten files.")] = 128,
-    yes: YesOpt = False, dry_run: DryRunOpt = False,
+    yes: YesOpt = False, dry_run: DryRunOpt = False, wait: WaitOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
@@ -226,8 +253,16 @@ def optimize(
     from medallion_cli import maintenance
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    ref, _ = _ref(table, project_dir, storage_option)
+    ref, project = _changed_ref(table, project_dir, storage_option)
     cols = [c.strip() for c in z_order.split(",") if c.strip()] if z_order else None
+    layers = [] if dry_run else maintenance.layers_writing(project, ref)
+    with maintenance.serialized(project, layers, command=f"medallion optimize {ref.name}", wait=float("inf") if wait else None):
+        _optimize(out, ref, cols=cols, target_size_mb=target_size_mb, yes=yes, dry_run=dry_run, json_mode=json_mode)
+
+
+def _optimize(out, ref, *, cols, target_size_mb: int, yes: bool, dry_run: bool, json_mode: bool) -> None:
+    from medallion_cli import maintenance
+
     plan = maintenance.plan_optimize(ref, z_order=cols, target_size_mb=target_size_mb)
     how = f"z-order by {', '.join(plan.z_order)}" if plan.z_order else "compact"
     out.info(f"optimize {plan.table} ({how}): {plan.files} file(s), {plan.small_files} small, target {plan.target_size_mb} MB")

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, YesOpt, confirm, load, setup
+from medallion_cli.cli.options import (DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, WaitOpt, YesOpt, confirm,
+                                       load, setup)
 
 app = typer.Typer(
     help="Show and change the watermarks of incremental tables (kept in .medallion/state.duckdb).",
@@ -64,6 +65,13 @@ def history(
     out.report({"history": [c.to_dict() for c in changes]}, [watermark_history_table(changes)])
 
 
+def _serialized(project, layers: list[str], command: str, *, wait: bool, dry_run: bool = False):
+    """Hold the layers' run locks, so that a run in flight cannot undo the change (not for --dry-run)."""
+    from medallion_cli.maintenance import serialized
+
+    return serialized(project, [] if dry_run else layers, command=command, wait=float("inf") if wait else None)
+
+
 def _apply(project, plan, *, yes: bool, dry_run: bool, json_mode: bool, out) -> None:
     from medallion_cli import watermarks
 
@@ -85,6 +93,7 @@ def set_(
     value: Annotated[str, typer.Argument(help="New value: a timestamp (ISO or '2 days ago') or, for partition layers, a source version.", show_default=False)],
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
+    wait: WaitOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
@@ -99,7 +108,9 @@ def set_(
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     project = _project(project_dir, storage_option)
-    _apply(project, watermarks.plan_set(project, table, value), yes=yes, dry_run=dry_run, json_mode=json_mode, out=out)
+    layer = watermarks.resolve(project, table)
+    with _serialized(project, [layer.name], f"medallion watermark set {layer.target.table}", wait=wait, dry_run=dry_run):
+        _apply(project, watermarks.plan_set(project, table, value), yes=yes, dry_run=dry_run, json_mode=json_mode, out=out)
 
 
 @app.command("reset")
@@ -107,6 +118,7 @@ def reset(
     table: TableArg,
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
+    wait: WaitOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
@@ -121,12 +133,15 @@ def reset(
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     project = _project(project_dir, storage_option)
-    _apply(project, watermarks.plan_reset(project, table), yes=yes, dry_run=dry_run, json_mode=json_mode, out=out)
+    layer = watermarks.resolve(project, table)
+    with _serialized(project, [layer.name], f"medallion watermark reset {layer.target.table}", wait=wait, dry_run=dry_run):
+        _apply(project, watermarks.plan_reset(project, table), yes=yes, dry_run=dry_run, json_mode=json_mode, out=out)
 
 
 @app.command("repair")
 def repair(
     dry_run: DryRunOpt = False,
+    wait: WaitOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
     json_mode: JsonOpt = False,
@@ -140,6 +155,14 @@ def repair(
     from medallion_cli import watermarks
     from medallion_cli.output import repair_table
 
+    from medallion_cli.state import StateStore
+
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    reports = watermarks.repair(_project(project_dir, storage_option), dry_run=dry_run)
-    out.report({"repair": [r.to_dict() for r in reports], "dry_run": dry_run}, [repair_table(reports)])
+    project = _project(project_dir, storage_option)
+    with _serialized(project, list(project.layer_names), "medallion watermark repair", wait=wait, dry_run=dry_run):
+        set_aside = None if dry_run else StateStore(project.state_path).set_aside_if_corrupt()
+        if set_aside is not None:
+            out.info(f"the state file was corrupt: moved it to {set_aside}; rebuilding it from the Delta logs")
+        reports = watermarks.repair(project, dry_run=dry_run)
+    out.report({"repair": [r.to_dict() for r in reports], "dry_run": dry_run,
+                "corrupt_state_moved_to": str(set_aside) if set_aside else None}, [repair_table(reports)])
