@@ -24,7 +24,8 @@ def test_show_lists_every_incremental_table(ran_project):
     assert silver["column"] == "_ingested_at" and silver["value"].endswith("Z")
     assert silver["run_id"] and silver["updated_at"].endswith("Z")
     assert found["gold_daily_sales"]["value"] == "0"  # silver version processed
-    assert set(silver) == {"table", "column", "value", "value_int", "delta_version", "updated_at", "run_id"}
+    assert set(silver) == {"table", "column", "value", "value_int", "delta_version", "updated_at", "run_id", "files_ingested"}
+    assert silver["files_ingested"] is None and found["bronze_events"]["files_ingested"] == 3
     r = medallion("watermark", "show", "silver", "-C", ran_project)  # a layer name works too
     assert r.exit_code == 0 and "silver_events" in r.stdout and "bronze_events" not in r.stdout
 

@@ -237,7 +237,7 @@ def _plan_files(
         return plan
     scan = sources.scan_landing(landing.subset(chosen), layer.source, project.storage)
     plan.source, plan.warnings = with_ingestion_times(scan.frame, times, started), plan.warnings + list(scan.warnings)
-    plan.watermark_after = (f"{len(chosen)} file(s) at {_iso(started)}", micros(started))
+    plan.watermark_after = (f"last batch: {len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
 
 

@@ -229,8 +229,9 @@ def _retries(project: Project) -> int:
 def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOptions = RunOptions()) -> list[LayerPlan]:
     """What each selected layer would read and write now, without running anything.
 
-    Later layers are planned against the tables as they are: what earlier layers in the
-    same run would add is not counted.
+    The chain is planned, not each layer against today's tables: a layer whose source is
+    written by an earlier layer of this run is shown as reading what that layer adds
+    (``pending``), since its exact window is only known once the upstream commit exists.
     """
     layers = select_layers(project, layer_names)
     check_overrides(layers, options.overrides)
@@ -238,8 +239,10 @@ def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOp
     store = StateStore(project.state_path)
     started = datetime.now(timezone.utc)
     plans = []
+    changing: dict[str, str] = {}  # table -> the layer that writes it in this run
     for layer in layers:
         inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
+        upstream = changing.get(str(layer.source.table)) if layer.source.table else None
         try:
             plan = plan_layer(project, layer, store, started=started, inputs=inputs, window=options.window,
                               full_refresh=options.full_refresh)
@@ -247,17 +250,40 @@ def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOp
             if "does not exist yet" not in exc.message:
                 raise
             plan = LayerPlan(layer, "pending", "source table is created by an earlier layer of this run")
+        if upstream is not None and plan.kind == "nothing":
+            plan = LayerPlan(layer, "pending", f"what {upstream} writes to {layer.source.table} in this run",
+                             write_mode=plan.write_mode, watermark_column=plan.watermark_column,
+                             watermark_before=plan.watermark_before)
+        if plan.runs:
+            changing[layer.target.table] = layer.name
         plans.append(plan)
     return plans
 
 
-def count_rows(plan: LayerPlan) -> int | None:
+def count_rows(project: Project, plan: LayerPlan) -> int | None:
     """Rows the plan's source holds (reads the source: used by --plan only)."""
     import polars as pl
 
     if plan.source is None:
         return 0 if plan.kind == "nothing" else None
-    return int(plan.source.select(pl.len()).collect().item())
+    try:
+        return int(plan.source.select(pl.len()).collect().item())
+    except Exception as exc:  # a landing file polars cannot read: name it, as a run would
+        _raise_landing_diagnosis(project, plan)
+        raise PipelineError(f"cannot read the source of layer {plan.layer.name!r}: {type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+
+
+def _raise_landing_diagnosis(project: Project, plan: LayerPlan) -> None:
+    """After a failed read of landing files, raise the error naming the first bad file."""
+    from medallion_cli import sources
+
+    layer = plan.layer
+    if plan.files and layer.source.landing is not None:
+        landing = sources.LandingFiles(project.resolve_path(str(layer.source.landing)), tuple(plan.files))
+        diagnosis = sources.diagnose_landing(landing, layer.source, project.storage)
+        if diagnosis is not None:
+            raise diagnosis from None
 
 
 @dataclass
@@ -293,7 +319,7 @@ def _crash_point(layer: LayerConfig, point: str) -> None:
 
 
 def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult:
-    from medallion_cli import materialize, sources
+    from medallion_cli import materialize
 
     project, store, options = ctx.project, ctx.store, ctx.options
     target = layer.target
@@ -324,11 +350,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     try:
         df, rows_in = _collect(value, plan.source, layer)
     except PipelineError:
-        if plan.files:
-            landing = sources.LandingFiles(project.resolve_path(str(layer.source.landing)), tuple(plan.files))
-            diagnosis = sources.diagnose_landing(landing, layer.source, project.storage)
-            if diagnosis is not None:
-                raise diagnosis from None
+        _raise_landing_diagnosis(project, plan)
         raise
     if plan.output_filter is not None:
         df = df.filter(plan.output_filter)

@@ -100,6 +100,7 @@ class Watermark:
     delta_version: int | None
     updated_at: datetime
     run_id: str | None
+    files_ingested: int | None = None  # files strategy: all files recorded as ingested
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +111,7 @@ class Watermark:
             "delta_version": self.delta_version,
             "updated_at": _iso(self.updated_at),
             "run_id": self.run_id,
+            "files_ingested": self.files_ingested,
         }
 
 

@@ -6,7 +6,7 @@ Changes follow plan, show, confirm, apply: :func:`plan_set` / :func:`plan_reset`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,8 +62,10 @@ def synced_store(project: Project, layers: list[LayerConfig]) -> StateStore:
 def show(project: Project, name: str | None = None) -> list[Watermark]:
     layers = [resolve(project, name)] if name else incremental_layers(project)
     store = synced_store(project, layers)
+    by_files = {layer.target.table for layer in layers if layer.incremental.strategy == "files"}
     tables = {layer.target.table for layer in layers}
-    return [w for w in store.watermarks() if w.table in tables]
+    return [replace(w, files_ingested=len(store.ingested_files(w.table))) if w.table in by_files else w
+            for w in store.watermarks() if w.table in tables]
 
 
 def history(project: Project, name: str, limit: int | None = None) -> list[WatermarkChange]:
@@ -92,6 +94,10 @@ def plan_set(project: Project, name: str, value: str) -> WatermarkPlan:
                              f"{value!r} is not an integer") from None
         if number < -1:
             raise UsageError("a version is -1 or more")
+        latest = _source_version(project, layer)
+        if number > latest:
+            raise UsageError(f"{layer.source.table} is at version {latest}: {number} is beyond it",
+                             hint=f"use a version from -1 (recompute everything) to {latest}")
         text, as_int, column = str(number), number, f"{layer.source.table} version"
         effect = f"the next run recomputes the dates changed in {layer.source.table} after version {number}"
     else:
@@ -99,9 +105,30 @@ def plan_set(project: Project, name: str, value: str) -> WatermarkPlan:
         as_int = micros(when)
         text = iso_utc(from_micros(as_int))
         column = str(inc.column)
+        highest = _source_max(project, layer, column)
+        if highest is not None and when > highest:
+            # Later rows would be skipped for good: ingestion times only move forward.
+            raise UsageError(f"{text} is past the newest {column} in {layer.source.table} ({iso_utc(highest)})",
+                             hint=f"use a time up to {iso_utc(highest)}; to skip nothing, `medallion watermark reset {layer.target.table}`")
         effect = f"the next run reads {layer.source.table} rows with {column} after {text}"
     return WatermarkPlan(layer.target.table, layer.name, "set", column, current.value if current else None,
                          text, as_int, effect)
+
+
+def _source_version(project: Project, layer: LayerConfig) -> int:
+    uri = project.table_uri(str(layer.source.table))
+    if not project.storage.is_table(uri):
+        raise UsageError(f"source table {layer.source.table} does not exist yet", hint="run the layers first")
+    return project.storage.table(uri).version()
+
+
+def _source_max(project: Project, layer: LayerConfig, column: str) -> datetime | None:
+    import polars as pl
+
+    uri = project.table_uri(str(layer.source.table))
+    if not project.storage.is_table(uri):
+        return None
+    return project.storage.scan_delta(uri).select(pl.col(column).max()).collect().item()
 
 
 def plan_reset(project: Project, name: str) -> WatermarkPlan:

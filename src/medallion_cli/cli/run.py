@@ -67,7 +67,7 @@ def run(
 
     if plan_only or full_refresh:
         plans = plan_project(project, layers, options=options)
-        rows = {p.layer.name: count_rows(p) for p in plans}
+        rows = {p.layer.name: count_rows(project, p) for p in plans}
         if json_mode and plan_only:
             out.json({"plan": [{**p.to_dict(), "source_rows": rows[p.layer.name]} for p in plans]})
         elif not quiet or plan_only:
