@@ -13,7 +13,7 @@ from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
 from medallion_cli.cli import table as table_cmd
 from medallion_cli.cli import watermark as watermark_cmd
-from medallion_cli.cli.options import State
+from medallion_cli.cli.options import DebugOpt, ProjectOpt, State
 from medallion_cli.errors import ExitCode, MedallionError
 
 EPILOG = (
@@ -52,14 +52,20 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    project_dir: ProjectOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Build and operate bronze → silver → gold lakehouse pipelines on Delta Lake."""
+    # `medallion -C DIR --debug tables` as well as `medallion tables -C DIR --debug`
+    State.project_dir = project_dir
+    State.debug = State.debug or debug
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and convert errors to messages and exit codes."""
     from typer.exceptions import Abort, Exit, TyperException
 
+    State.project_dir = None
     try:
         app(args=argv, prog_name="medallion", standalone_mode=False)
     except MedallionError as err:

@@ -15,11 +15,12 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Time travel to thi
 
 def _ref(name: str, project_dir, storage_option: list[str] | None = None):
     """Resolve a table; the project is optional for paths and URIs."""
-    from medallion_cli.cli.options import load
+    from medallion_cli.cli.options import load, project_dir_or_default
     from medallion_cli.delta import resolve
     from medallion_cli.errors import ProjectNotFoundError
     from medallion_cli.storage import Storage
 
+    project_dir = project_dir_or_default(project_dir)
     try:
         project = load(project_dir, storage_option)
     except ProjectNotFoundError:
