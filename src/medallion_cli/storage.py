@@ -56,12 +56,53 @@ def mask(options: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if is_secret(k) and v else v) for k, v in options.items()}
 
 
+# scheme://user:password@host -> scheme://***@host
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#'\"]+@")
+
+
+def _secret_forms() -> list[str]:
+    """Known secrets (storage options, secret-named environment variables), as printed raw,
+    in a JSON document and in a repr()."""
+    import json
+
+    found = {v for v in _SECRETS if v and len(v) >= 4}
+    # A pipeline may read any secret-named variable; short values ("true") are not secrets.
+    found.update(v for k, v in os.environ.items() if is_secret(k) and len(v) >= 8)
+    forms = set()
+    for secret in found:
+        forms.update({secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]})
+    return sorted(forms, key=len, reverse=True)
+
+
 def scrub(text: str) -> str:
-    """Replace every known secret value in ``text`` by ``***``."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every known secret value in ``text``, and the user-info of URLs, by ``***``."""
+    if not text:
+        return text
+    for secret in _secret_forms():
+        text = text.replace(secret, "***")
+    return _USERINFO.sub(r"\1***@", text)
+
+
+class ScrubbedStream:
+    """A text stream that scrubs secrets from everything written through it.
+
+    ``cli.app.main`` puts one in front of stdout and stderr for the whole command, so JSON
+    documents, narration, warnings and ``--debug`` tracebacks are all covered.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
 
 
 @dataclass(frozen=True)
@@ -141,6 +182,7 @@ class Storage:
         if "AWS_DEFAULT_REGION" in options and "AWS_REGION" not in options:
             options["AWS_REGION"] = options["AWS_DEFAULT_REGION"]
         _SECRETS.update(v for k, v in options.items() if is_secret(k))
+        _SECRETS.update(m.group(0)[len(m.group(1)):-1] for v in options.values() for m in _USERINFO.finditer(v))
         return cls(options=options, retry=retry or RetryPolicy())
 
     # -- per-library forms ---------------------------------------------------------------
@@ -241,6 +283,9 @@ def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError
     endpoint = storage.options.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
     if "nosuchbucket" in text or "no such bucket" in text or ("404" in text and "list" in text):
         return StorageError(f"bucket {bucket!r} does not exist at {endpoint}", hint="create it, or fix the bucket in medallion.lake_root / the landing path")
+    if "169.254.169.254" in text:  # no credentials given: the client fell back to instance metadata
+        return StorageError(f"no credentials for bucket {bucket!r} at {endpoint}",
+                            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or medallion.storage_options)")
     if any(w in text for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "403", "accessdenied", "access denied", "forbidden")):
         return StorageError(f"access to bucket {bucket!r} at {endpoint} was denied",
                             hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile) and the bucket policy")

@@ -62,7 +62,30 @@ def root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app and convert errors to messages and exit codes."""
+    """Entry point: run the app and convert errors to messages and exit codes.
+
+    Everything the command writes to stdout and stderr (JSON, narration, warnings,
+    ``--debug`` tracebacks) goes through a stream that masks secrets.
+    """
+    from medallion_cli.storage import ScrubbedStream
+
+    real = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbedStream(real[0]), ScrubbedStream(real[1])
+    try:
+        _main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = real
+
+
+def _print_traceback(exc: BaseException) -> None:
+    import traceback
+
+    sys.stderr.write("".join(traceback.format_exception(exc)))
+
+
+def _main(argv: list[str] | None) -> None:
     from typer.exceptions import Abort, Exit, TyperException
 
     State.project_dir = None
@@ -70,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="medallion", standalone_mode=False)
     except MedallionError as err:
         if State.debug:
-            import traceback
-
-            traceback.print_exception(err, file=sys.stderr)
+            _print_traceback(err)
         from medallion_cli.storage import scrub
 
         err.message, err.hint = scrub(err.message), scrub(err.hint) if err.hint else err.hint
@@ -99,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:  # a bug: say so plainly, traceback only with --debug
         if State.debug:
-            raise
+            _print_traceback(exc)
         from medallion_cli.storage import scrub
 
         print(f"error: unexpected {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
