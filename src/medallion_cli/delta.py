@@ -328,8 +328,95 @@ def show(
         if missing:
             raise UsageError(f"{ref.name} has no column {missing[0]!r}", hint=f"columns: {', '.join(known)}")
     select = ", ".join(_quote(c) for c in columns) if columns else "*"
-    sql = f"SELECT {select} FROM t" + (f" WHERE {where}" if where else "") + f" LIMIT {int(limit)}"
-    return query(dt, sql, ref=ref)
+    if where is None:
+        return query(dt, f"SELECT {select} FROM t LIMIT {int(limit)}", ref=ref)
+    condition = check_where(where, query(dt, "SELECT * FROM t LIMIT 0", ref=ref))
+    # On lines of its own and in parentheses: check_where() made sure it cannot leave them.
+    sql = f"SELECT {select} FROM t WHERE (\n{condition}\n) LIMIT {int(limit)}"
+    try:
+        return query(dt, sql, ref=ref)
+    except TableError as exc:
+        if "data files are missing" in exc.message:
+            raise
+        raise UsageError(f"--where {where!r}: {exc.message.removeprefix(f'cannot read {ref.name}: ')}",
+                         hint="write one condition over the table's columns, e.g. \"region = 'north' AND amount > 10\"") from None
+
+
+# Outside string literals a condition holds names, numbers, operators and parentheses only:
+# no comment, no statement separator, no escape or dollar quoting that could end it early.
+_WHERE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \t\r\n.,()<>=!+-*/%|'\"")
+_WHERE_KEYWORDS = {"select", "from", "union", "intersect", "except", "limit", "offset", "order", "group", "having",
+                   "with", "join", "window", "values", "insert", "update", "delete", "drop", "create", "copy"}
+
+
+def check_where(where: str, empty: pl.DataFrame) -> str:
+    """``--where``: exactly one boolean expression over the columns of ``empty``, or a UsageError.
+
+    It is spliced into the query as ``WHERE (<condition>)``, so it is checked lexically
+    (nothing that could close the parentheses, start a comment or a new clause) and parsed
+    by polars' SQL parser, which must see a single expression over known columns whose
+    type is boolean.
+    """
+    import re
+
+    import polars as pl
+
+    hint = "write one condition over the table's columns, e.g. \"region = 'north' AND amount > 10\""
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(f"--where {where!r}: {why}", hint=hint)
+
+    if not where.strip():
+        raise refuse("is empty")
+    outside: list[str] = []  # the text outside quotes, for the keyword check
+    depth, i, n = 0, 0, len(where)
+    while i < n:
+        ch = where[i]
+        if ch in "'\"":
+            end = i + 1
+            while True:  # '' and "" escape the quote; nothing else does
+                end = where.find(ch, end)
+                if end < 0:
+                    raise refuse("has an unclosed quote")
+                if end + 1 < n and where[end + 1] == ch:
+                    end += 2
+                    continue
+                break
+            outside.append(" ")
+            i = end + 1
+            continue
+        if ch not in _WHERE_CHARS:
+            raise refuse(f"character {ch!r} is not allowed outside quotes")
+        if where.startswith(("--", "/*", "*/"), i):
+            raise refuse("comments are not allowed")
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise refuse("has a ')' without its '('")
+        outside.append(ch)
+        i += 1
+    if depth:
+        raise refuse("has a '(' without its ')'")
+    words = {w.lower() for w in re.findall(r"[A-Za-z_]+", "".join(outside))}
+    clause = sorted(words & _WHERE_KEYWORDS)
+    if clause:
+        raise refuse(f"{clause[0].upper()} is not allowed: only one condition, no query or clause")
+    try:
+        expr = pl.sql_expr(where)
+    except Exception as exc:  # polars' SQL parser: not one expression
+        raise refuse(f"is not one SQL condition ({_first_line(exc)})") from None
+    unknown = [c for c in expr.meta.root_names() if c not in empty.columns]
+    if unknown:
+        raise refuse(f"no column {unknown[0]!r}") from None
+    try:
+        dtype = empty.select(expr.alias("condition")).schema["condition"]
+    except Exception:  # noqa: BLE001 - polars types stricter (date >= '2024-01-03'): DataFusion judges
+        dtype = pl.Boolean
+    if dtype not in (pl.Boolean, pl.Null):
+        raise refuse(f"is a {dtype} value, not a condition (true or false)")
+    return where
 
 
 # -- diff -----------------------------------------------------------------------------

@@ -1,0 +1,43 @@
+"""Table commands: --where is one condition, time travel before creation, wide tables,
+diffs by key, quarantine tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import medallion
+from medallion_cli.errors import ExitCode
+from test_errors import assert_clean_error
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("1=1 --", "comments are not allowed"),
+    ("1=1 /* x */", "comments are not allowed"),
+    ("1=0 UNION ALL SELECT * FROM t", "not allowed"),
+    ("event_id IN (SELECT event_id FROM t)", "not allowed"),
+    ("1=1) OR (1=1", "without its"),
+    ("amount > 1; DROP TABLE t", "';' is not allowed"),
+    ("amount > 1 LIMIT 1000", "LIMIT is not allowed"),
+    ("region = 'north", "unclosed quote"),
+    ("amount", "not a condition"),
+    ("nosuch > 1", "no column 'nosuch'"),
+    ("amount > 'x'", "Cannot cast string"),
+])
+def test_where_accepts_one_condition_and_nothing_else(ran_project, where, fragment):
+    r = medallion("show", "silver", "-C", ran_project, "--where", where, "--limit", "2", "--json")
+    assert_clean_error(r, ExitCode.USAGE, "--where", fragment)
+    assert r.stdout == ""
+
+
+def test_where_filters_with_the_limit_kept(ran_project):
+    def rows(where):
+        r = medallion("show", "silver", "-C", ran_project, "--where", where, "--limit", "3", "--json")
+        assert r.exit_code == 0, r
+        return json.loads(r.stdout)["rows"]
+
+    north = rows("region = 'north' AND (amount > 100 OR event_type = 'refund')")
+    assert 0 < len(north) <= 3 and all(x["region"] == "north" for x in north)
+    assert all(x["event_date"] >= "2024-01-03" for x in rows("event_date >= '2024-01-03'"))
+    assert rows("region = 'it''s'") == []
