@@ -35,3 +35,38 @@ def test_times_out_of_range_are_usage_errors(ran_project, args, fragments):
     r = medallion(*args, "-C", ran_project)
     assert_clean_error(r, ExitCode.USAGE, *fragments)
     assert versions(ran_project) == before
+
+
+@pytest.mark.parametrize("pair, fragment", [
+    ("rolling_window_days=abc", "--set rolling_window_days='abc': layer 'gold' expects int, got str"),
+    ("sales_event_types=purchase", "layer 'gold' expects list[str], got str"),
+    ("amount_decimals=[1, 2]", "--set amount_decimals=[1, 2]: layer 'silver' expects int, got list"),
+])
+def test_bad_set_values_are_found_before_any_layer_runs(project, pair, fragment):
+    r = medallion("run", "all", "-C", project, "--set", pair)
+    assert_clean_error(r, ExitCode.USAGE, fragment)
+    assert versions(project) == {"bronze_events": None, "silver_events": None, "gold_daily_sales": None}
+
+
+def test_a_good_set_value_still_runs(project):
+    r = medallion("run", "all", "-C", project, "--quiet", "--set", "sales_event_types=[purchase, refund]",
+                  "--set", "amount_decimals=3", "--set", "rolling_window_days=14")
+    assert r.exit_code == 0, r
+
+
+def test_hamilton_type_error_shows_the_real_reason(ran_project):
+    cfg = ran_project / "conf" / "pipelines" / "silver.yml"
+    cfg.write_text(cfg.read_text().replace("amount_decimals: 2", "amount_decimals: two"))
+    r = medallion("run", "silver", "-C", ran_project, "--full-refresh", "--yes")
+    assert_clean_error(r, ExitCode.RUN_FAILED, "Type requirement mismatch. Expected amount_decimals:<class 'int'> got two")
+
+
+@pytest.mark.parametrize("code", ["3", "0", "None", "'bye'"])
+def test_sys_exit_in_a_pipeline_is_a_pipeline_failure(ran_project, code):
+    before = versions(ran_project)
+    module = ran_project / "pipelines" / "gold.py"
+    module.write_text(module.read_text().replace('    """Total amount', f'    import sys\n    sys.exit({code})\n    """Total amount'))
+    r = medallion("run", "gold", "-C", ran_project, "--full-refresh", "--yes")
+    assert_clean_error(r, ExitCode.RUN_FAILED, f"layer 'gold' failed: the pipeline called sys.exit({code})",
+                       "pipelines/gold.py:")
+    assert versions(ran_project) == before

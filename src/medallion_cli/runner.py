@@ -150,6 +150,30 @@ def check_overrides(layers: Sequence[LayerConfig], overrides: dict[str, Any]) ->
     size = overrides.get("target_file_size_mb")
     if "target_file_size_mb" in overrides and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise UsageError("--set target_file_size_mb must be a positive integer")
+    _check_override_types(layers, overrides)
+
+
+def _check_override_types(layers: Sequence[LayerConfig], overrides: dict[str, Any]) -> None:
+    """Each overridden DAG input has the type its pipeline function declares (as Hamilton
+    checks it), for every selected layer, before any layer runs."""
+    from medallion_cli.flow import dag_inputs, input_type_ok, type_name
+
+    for layer in layers:
+        keys = [k for k in overrides if k in layer.inputs]
+        if not keys:
+            continue
+        module = layer.config_path.parents[2] / "pipelines" / f"{layer.name}.py"
+        try:
+            declared = dag_inputs(module)
+        except Exception:  # noqa: BLE001 - a module that does not import fails its layer with its own error
+            continue
+        for key in keys:
+            if key in declared and not input_type_ok(declared[key], overrides[key]):
+                value = overrides[key]
+                raise UsageError(
+                    f"--set {key}={value!r}: layer {layer.name!r} expects {type_name(declared[key])}, got {type(value).__name__}",
+                    hint=f"the value is read as YAML: --set {key}=... needs type {type_name(declared[key])} (default: {layer.inputs[key]!r})",
+                )
 
 
 @dataclass(frozen=True)
