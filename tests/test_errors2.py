@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import medallion
@@ -70,3 +72,77 @@ def test_sys_exit_in_a_pipeline_is_a_pipeline_failure(ran_project, code):
     assert_clean_error(r, ExitCode.RUN_FAILED, f"layer 'gold' failed: the pipeline called sys.exit({code})",
                        "pipelines/gold.py:")
     assert versions(ran_project) == before
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, text
+    path.write_text(text.replace(old, new))
+
+
+def test_keys_and_partition_by_may_be_one_column_as_a_string(project):
+    from deltalake import DeltaTable
+
+    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id]", "keys: event_id")
+    _edit(project / "conf" / "pipelines" / "gold.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: event_date\n")
+    for _ in range(2):
+        r = medallion("run", "all", "-C", project, "--quiet")
+        assert r.exit_code == 0, r
+    assert DeltaTable(str(project / "lake" / "gold_daily_sales")).metadata().partition_columns == ["event_date"]
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    assert "keys: event_id" in r.stdout and "partition_by: event_date" in r.stdout
+
+
+def test_a_comma_separated_string_is_refused_clearly(project):
+    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id]", "keys: event_id, user_id")
+    r = medallion("run", "all", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "medallion.target.keys: 'event_id, user_id' is not a valid column name", "YAML list")
+
+
+def test_order_by_naming_a_missing_column_is_a_config_error(project):
+    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: updated_at", "order_by: nosuch")
+    r = medallion("run", "all", "-C", project)  # first run: found in the output, before silver writes
+    assert_clean_error(r, ExitCode.USAGE, "silver.yml", "order_by of layer 'silver' names column 'nosuch'")
+    assert versions(project)["silver_events"] is None
+    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: nosuch", "order_by: updated_at")
+    assert medallion("run", "all", "-C", project, "-q").exit_code == 0
+    before = versions(project)
+    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: updated_at", "order_by: nosuch")
+    r = medallion("run", "all", "-C", project)  # table exists: refused before any layer runs
+    assert_clean_error(r, ExitCode.USAGE, "names column 'nosuch'", "nor does table silver_events")
+    assert versions(project) == before
+
+
+def test_check_finds_key_partition_and_order_columns_the_output_lacks(project):
+    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id]", "keys: [event_id, nokey]")
+    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: updated_at", "order_by: noorder")
+    _edit(project / "conf" / "pipelines" / "gold.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: nopart\n")
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == ExitCode.USAGE, r
+    failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
+    assert set(failed) == {"silver", "gold"}, failed
+    assert "keys of layer 'silver' names column 'nokey'" in failed["silver"]
+    assert "partition_by of layer 'gold' names column 'nopart'" in failed["gold"]
+    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id, nokey]", "keys: [event_id]")
+    r = medallion("check", "-C", project, "--json")
+    failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
+    assert "order_by of layer 'silver' names column 'noorder'" in failed["silver"]
+
+
+def test_a_layer_listed_twice_is_named(project):
+    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold]", "layers: [bronze, silver, silver, gold]")
+    for args in (["run", "all"], ["check"]):
+        r = medallion(*args, "-C", project)
+        assert_clean_error(r, ExitCode.USAGE, "layer 'silver' is listed more than once in medallion.layers")
+
+
+def test_two_layers_writing_one_table_are_named(project):
+    import shutil
+
+    shutil.copy(project / "conf" / "pipelines" / "gold.yml", project / "conf" / "pipelines" / "gold2.yml")
+    shutil.copy(project / "pipelines" / "gold.py", project / "pipelines" / "gold2.py")
+    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold]", "layers: [bronze, silver, gold, gold2]")
+    for args in (["run", "all"], ["check"]):
+        r = medallion(*args, "-C", project)
+        assert_clean_error(r, ExitCode.USAGE, "layers 'gold' and 'gold2' both write table 'gold_daily_sales'")

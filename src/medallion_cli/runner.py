@@ -22,10 +22,11 @@ import yaml
 from medallion_cli import __version__
 from medallion_cli.errors import MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
+from medallion_cli.checks import preflight_targets
 from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
 from medallion_cli.incremental import LayerPlan, Window, plan_layer
 from medallion_cli.locks import layer_lock
-from medallion_cli.project import LayerConfig, Project
+from medallion_cli.project import LayerConfig, Project, check_target_columns
 from medallion_cli.state import StateStore
 from medallion_cli.timeparse import iso_utc
 from medallion_cli.sync import sync_table
@@ -208,6 +209,7 @@ def run_project(
     """
     layers = select_layers(project, layer_names)
     check_overrides(layers, options.overrides)
+    preflight_targets(project, layers)
     executor = validate_executor(options.executor)
     for layer in layers:
         validate_executor(layer.executor)
@@ -338,6 +340,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         raise
     if plan.output_filter is not None:
         df = df.filter(plan.output_filter)
+    check_target_columns(layer, df.columns)
     _crash_point(layer, "computed")
 
     inc = layer.incremental
