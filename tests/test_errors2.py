@@ -146,3 +146,91 @@ def test_two_layers_writing_one_table_are_named(project):
     for args in (["run", "all"], ["check"]):
         r = medallion(*args, "-C", project)
         assert_clean_error(r, ExitCode.USAGE, "layers 'gold' and 'gold2' both write table 'gold_daily_sales'")
+
+
+def _run_process(project, *args, preexec_fn=None, prefix=()):
+    import os
+    import subprocess
+
+    from conftest import python
+
+    return subprocess.run([*prefix, python(), "-m", "medallion_cli", *args, "-C", str(project)], capture_output=True,
+                          text=True, timeout=300, preexec_fn=preexec_fn, env={**os.environ, "RUST_BACKTRACE": "1"})
+
+
+def _assert_one_clean_line(p, *fragments):
+    assert p.returncode == ExitCode.RUN_FAILED, p.stderr
+    for noise in ("panicked", "stack backtrace", "Traceback", "bug in medallion", "RUST_BACKTRACE"):
+        assert noise not in p.stderr, p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    for fragment in fragments:
+        assert fragment in p.stderr, p.stderr
+
+
+def test_a_read_only_lake_is_one_clear_line_without_rust_panics(ran_project):
+    import os
+    import shutil
+    import stat
+
+    from conftest import add_landing_file
+
+    prefix = ()
+    if os.geteuid() == 0:  # root ignores file modes unless it gives up CAP_DAC_OVERRIDE
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot make a directory read-only")
+        prefix = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner")
+    add_landing_file(ran_project, "late.csv")
+    before = versions(ran_project)
+    lake = ran_project / "lake"
+    paths = [lake, *lake.rglob("*")]
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        p = _run_process(ran_project, "run", "all", prefix=prefix)
+        _assert_one_clean_line(p, f"cannot write {lake}/bronze_events", "permission denied", "hint: make it writable")
+        p = _run_process(ran_project, "run", "all", "--debug", prefix=prefix)  # --debug shows everything
+        assert p.returncode == ExitCode.RUN_FAILED and "Traceback" in p.stderr and "panicked" in p.stderr, p.stderr
+    finally:
+        for path in paths:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert versions(ran_project) == before
+
+
+def test_a_full_disk_or_file_size_limit_is_one_clear_line(ran_project):
+    import resource
+    import signal
+
+    import polars as pl
+
+    n = 300_000
+    pl.DataFrame({
+        "event_id": [f"big-{i:07d}-{i * 7919 % 1000003:x}{i * 31 % 999983:x}" for i in range(n)],
+        "user_id": [i % 1000 for i in range(n)], "event_type": ["purchase"] * n,
+        "amount": [float(i % 10007) / 7 for i in range(n)], "event_date": ["2024-01-03"] * n,
+        "updated_at": ["2024-01-03T12:00:00Z"] * n, "region": [f"r{i * 2654435761 % 4294967296:x}" for i in range(n)],
+    }).write_csv(ran_project / "data" / "landing" / "big.csv")
+    before = versions(ran_project)
+
+    def limit():  # the write fails with EFBIG, as a full disk fails with ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6_000_000, 6_000_000))
+
+    p = _run_process(ran_project, "run", "bronze", preexec_fn=limit)
+    _assert_one_clean_line(p, "a file size limit was hit", "bronze_events")
+    assert versions(ran_project) == before
+
+
+@pytest.mark.parametrize("exc, fragment", [
+    (OSError(28, "No space left on device", "/lake/t/part-1.parquet"), "cannot write /lake/t/part-1.parquet: the disk is full"),
+    (RuntimeError("Generic LocalFileSystem error: Unable to open file /lake/t/x.parquet#1: No space left on device (os error 28)"),
+     "cannot write /lake/t/x.parquet: the disk is full"),
+    (RuntimeError("IO error: Read-only file system (os error 30)"), "cannot write /lake/t: the file system is read-only"),
+    (OSError(122, "Disk quota exceeded"), "cannot write /lake/t: the disk quota is exhausted"),
+])
+def test_os_errors_are_classified(exc, fragment):
+    from medallion_cli.storage import classify_os_error
+
+    err = classify_os_error(exc, uri="/lake/t")
+    assert err is not None and err.message == fragment and err.exit_code == ExitCode.RUN_FAILED
+    assert classify_os_error(RuntimeError("division by zero")) is None

@@ -274,10 +274,49 @@ def first_line(exc: BaseException) -> str:
     return scrub(" ".join(parts[:4])) if parts else type(exc).__name__
 
 
-def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError | None:
-    """A clear error for a deterministic object-store failure (wrong endpoint, bucket, credentials)."""
-    if not is_remote(uri):
+# errno texts (Rust's "(os error N)", Python's strerror) and what to do about them
+_OS_ERRORS = (
+    (("no space left on device", "os error 28"), "the disk is full",
+     "free space on the disk that holds it (or move medallion.lake_root), then run again: nothing was committed"),
+    (("disk quota exceeded", "os error 122"), "the disk quota is exhausted",
+     "free space or raise the quota, then run again: nothing was committed"),
+    (("file too large", "os error 27"), "a file size limit was hit (ulimit -f)",
+     "raise the limit (ulimit -f unlimited) or lower target_file_size_mb, then run again"),
+    (("read-only file system", "os error 30"), "the file system is read-only",
+     "remount it read-write, or point medallion.lake_root at a writable place"),
+    (("permission denied", "os error 13", "operation not permitted", "os error 1)"), "permission denied",
+     "make it writable (and readable) by this user, or run as the user that owns it"),
+)
+_OS_ERRNOS = {28: 0, 122: 1, 27: 2, 30: 3, 13: 4, 1: 4}
+_PATH_IN_TEXT = re.compile(r"(?:file|path|directory|location)[: ]+['\"]?(/[^\s'\"#:]+)", re.IGNORECASE)
+
+
+def classify_os_error(exc: BaseException, *, uri: str | None = None) -> MedallionError | None:
+    """Disk full, quota, size limit, read-only or permission problems as one clear line
+    naming the path, whatever library raised them (Python OSError or a delta-rs error)."""
+    index = None
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRNOS:
+        index = _OS_ERRNOS[exc.errno]
+    else:
+        text = f"{exc}".lower()
+        if "object at location" in text and "not found" in text:
+            return None
+        index = next((i for i, (words, _, _) in enumerate(_OS_ERRORS) if any(w in text for w in words)), None)
+    if index is None:
         return None
+    _, what, hint = _OS_ERRORS[index]
+    path = getattr(exc, "filename", None)
+    if not path:
+        match = _PATH_IN_TEXT.search(str(exc))
+        path = match.group(1) if match else uri
+    return StorageError(f"cannot write {path}: {what}" if path else f"{what}", hint=hint)
+
+
+def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError | None:
+    """A clear error for a deterministic storage failure (wrong endpoint, bucket, credentials;
+    disk full, read-only or permission denied)."""
+    if not is_remote(uri):
+        return classify_os_error(exc, uri=uri)
     text = f"{exc}".lower()
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
     endpoint = storage.options.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
