@@ -41,3 +41,16 @@ def test_where_filters_with_the_limit_kept(ran_project):
     assert 0 < len(north) <= 3 and all(x["region"] == "north" for x in north)
     assert all(x["event_date"] >= "2024-01-03" for x in rows("event_date >= '2024-01-03'"))
     assert rows("region = 'it''s'") == []
+
+
+def test_as_of_before_the_table_existed_is_refused(ran_project):
+    from deltalake import DeltaTable
+
+    uri = str(ran_project / "lake" / "silver_events")
+    version = DeltaTable(uri).version()
+    for args in (["show", "silver"], ["restore", "silver", "--yes"]):
+        r = medallion(*args, "-C", ran_project, "--as-of", "2001-01-01")
+        assert_clean_error(r, ExitCode.USAGE, "silver_events did not exist at 2001-01-01T00:00:00Z: it was created at 20")
+    assert DeltaTable(uri).version() == version
+    r = medallion("show", "silver", "-C", ran_project, "--as-of", "now", "--limit", "1", "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["rows"]) == 1, r

@@ -87,6 +87,8 @@ def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | N
     latest = dt.version()
     if version is not None and not 0 <= version <= latest:
         raise UsageError(f"{ref.name} has no version {version}", hint=f"versions go from 0 to {latest}")
+    if as_of is not None:
+        _check_existed(dt, ref, as_of)
     try:
         dt.load_as_version(version if version is not None else as_of)
     except (DeltaError, DeltaProtocolError, OSError, ValueError) as exc:
@@ -94,6 +96,23 @@ def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | N
         raise UsageError(f"cannot load {ref.name} at {when}: {_first_line(exc)}",
                          hint="its log may have been cleaned up; `medallion history` lists the versions that remain") from None
     return dt
+
+
+def _check_existed(dt: Any, ref: TableRef, as_of: datetime) -> None:
+    """deltalake loads version 0 for a time before the table existed: refuse that instead."""
+    try:
+        oldest = dt.history()[-1]
+    except Exception:  # noqa: BLE001 - an unreadable history is reported by load_as_version
+        return
+    first = _ts(oldest.get("inCommitTimestamp") or oldest.get("timestamp"))
+    if first is None or as_of >= first:
+        return
+    if int(oldest["version"]) == 0:
+        raise UsageError(f"{ref.name} did not exist at {iso_utc(as_of)}: it was created at {iso_utc(first)}",
+                         hint="pass a time after its creation, or --version N (`medallion history` lists them)")
+    raise UsageError(f"{ref.name} has no version as old as {iso_utc(as_of)}: its oldest remaining version, "
+                     f"{oldest['version']}, is from {iso_utc(first)}",
+                     hint="older commits were cleaned from the log; pass a later time or --version N")
 
 
 def _ts(ms: int | None) -> datetime | None:
