@@ -54,3 +54,24 @@ def test_as_of_before_the_table_existed_is_refused(ran_project):
     assert DeltaTable(uri).version() == version
     r = medallion("show", "silver", "-C", ran_project, "--as-of", "now", "--limit", "1", "--json")
     assert r.exit_code == 0 and len(json.loads(r.stdout)["rows"]) == 1, r
+
+
+def test_quarantine_tables_are_project_tables(project):
+    r = medallion("tables", "-C", project, "--json")
+    assert [t["table"] for t in json.loads(r.stdout)["tables"]] == ["bronze_events", "silver_events", "gold_daily_sales"]
+    assert medallion("run", "all", "-C", project, "-q").exit_code == 0
+    r = medallion("tables", "-C", project, "--json")
+    found = {t["table"]: t for t in json.loads(r.stdout)["tables"]}
+    q = found["silver_events__quarantine"]
+    assert q["kind"] == "quarantine" and q["layer"] == "silver" and q["exists"] and q["rows"] > 0, q
+    assert found["silver_events"]["kind"] == "layer"
+    r = medallion("history", "silver_events__quarantine", "-C", project, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["history"][0]["operation"] == "WRITE", r
+    r = medallion("describe", "silver_events__quarantine", "-C", project, "--json")
+    assert r.exit_code == 0 and "_errors" in [c["name"] for c in json.loads(r.stdout)["columns"]], r
+    r = medallion("show", "silver_events__quarantine", "-C", project, "--json", "--columns", "event_id,_layer")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["rows"]) == q["rows"], r
+    r = medallion("show", "gold_daily_sales__quarantine", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "is not a Delta table")
+    r = medallion("show", "nosuch", "-C", project)
+    assert_clean_error(r, ExitCode.USAGE, "silver_events__quarantine")

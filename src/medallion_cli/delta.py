@@ -48,6 +48,9 @@ def resolve(name: str, project: Project | None, storage: Any = None) -> TableRef
         for layer in project.layers:
             if name in (layer.name, layer.target.table):
                 return TableRef(layer.target.table, project.table_uri(layer.target.table), layer, project.storage)
+        for layer, table in _quarantine_tables(project):
+            if name == table:  # a plain table: its layer's watermark is not its own
+                return TableRef(table, project.table_uri(table), None, project.storage)
         storage = storage or project.storage
     if "://" in name:
         return TableRef(name.rstrip("/"), name, None, storage)
@@ -57,10 +60,20 @@ def resolve(name: str, project: Project | None, storage: Any = None) -> TableRef
             raise UsageError(f"{name} is not a Delta table (no _delta_log folder)", hint="point at the table's root folder")
         return TableRef(name.rstrip("/"), str(path.resolve()), None, storage)
     known = ", ".join(layer.target.table for layer in project.layers) if project else ""
+    if project is not None:
+        known += "".join(f", {table}" for _, table in _quarantine_tables(project)
+                         if project.storage.is_table(project.table_uri(table)))
     raise UsageError(
         f"unknown table {name!r}",
         hint=f"project tables: {known}; or pass a path or URI" if known else "pass the path or URI of a Delta table",
     )
+
+
+def _quarantine_tables(project: Project) -> list[tuple[LayerConfig, str]]:
+    """``(layer, <table>__quarantine)`` for every layer (the table exists once rows went there)."""
+    from medallion_cli.quality import QUARANTINE_SUFFIX
+
+    return [(layer, layer.target.table + QUARANTINE_SUFFIX) for layer in project.layers]
 
 
 def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | None = None) -> Any:
@@ -212,6 +225,7 @@ class TableInfo:
     size_bytes: int | None = None
     last_commit: datetime | None = None
     last_run_id: str | None = None
+    kind: str = "layer"  # layer | quarantine (rows a quality gate rejected)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -220,26 +234,35 @@ class TableInfo:
 
 
 def list_tables(project: Project) -> list[TableInfo]:
-    """Every table the project's layers write, with its current state."""
-    import polars as pl
-
+    """Every table the project's layers write, with its current state, then the quarantine
+    tables that exist."""
     out = []
     for layer in project.layers:
         ref = TableRef(layer.target.table, project.table_uri(layer.target.table), layer, project.storage)
         if not ref.store.is_table(ref.uri):
             out.append(TableInfo(layer.name, ref.name, ref.uri, False))
             continue
-        dt = open_table(ref)
-        actions = pl.DataFrame(dt.get_add_actions(flatten=True))
-        last = dt.history(1)[0]
-        last_run = next((e.get("medallion.run_id") for e in dt.history(20) if e.get("medallion.run_id")), None)
-        out.append(TableInfo(
-            layer.name, ref.name, ref.uri, True, dt.version(),
-            int(actions["num_records"].sum()) if actions.height else 0, actions.height,
-            int(actions["size_bytes"].sum()) if actions.height else 0,
-            _ts(last.get("inCommitTimestamp") or last.get("timestamp")), last_run,
-        ))
+        out.append(_table_info(layer.name, ref, "layer"))
+    for layer, table in _quarantine_tables(project):
+        ref = TableRef(table, project.table_uri(table), None, project.storage)
+        if ref.store.is_table(ref.uri):
+            out.append(_table_info(layer.name, ref, "quarantine"))
     return out
+
+
+def _table_info(layer: str, ref: TableRef, kind: str) -> TableInfo:
+    import polars as pl
+
+    dt = open_table(ref)
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+    last = dt.history(1)[0]
+    last_run = next((e.get("medallion.run_id") for e in dt.history(20) if e.get("medallion.run_id")), None)
+    return TableInfo(
+        layer, ref.name, ref.uri, True, dt.version(),
+        int(actions["num_records"].sum()) if actions.height else 0, actions.height,
+        int(actions["size_bytes"].sum()) if actions.height else 0,
+        _ts(last.get("inCommitTimestamp") or last.get("timestamp")), last_run, kind,
+    )
 
 
 # -- describe -------------------------------------------------------------------------
