@@ -474,6 +474,8 @@ class TableDiff:
     rows_to: int
     rows_added: Any = None  # pl.DataFrame with --rows
     rows_removed: Any = None
+    key: list[str] | None = None  # with --key: rows whose key is in both versions are changes
+    rows_changed: list[dict[str, Any]] | None = None  # {"key": {...}, "changes": {col: {"from", "to"}}}
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "from_version", "to_version", "added_columns", "dropped_columns",
@@ -482,11 +484,17 @@ class TableDiff:
         for key in ("rows_added", "rows_removed"):
             frame = getattr(self, key)
             data[key] = None if frame is None else frame.to_dicts()
+        if self.key is not None:
+            data["key"] = self.key
+            data["rows_changed"] = self.rows_changed
         return data
 
 
-def diff(ref: TableRef, from_version: int, to_version: int | None = None, *, rows: bool = False, limit: int = 20) -> TableDiff:
-    """Schema and row-count changes between two versions; with ``rows``, the rows themselves."""
+def diff(ref: TableRef, from_version: int, to_version: int | None = None, *, rows: bool = False, limit: int = 20,
+         key: list[str] | None = None) -> TableDiff:
+    """Schema and row-count changes between two versions; with ``rows``, the rows themselves;
+    with ``key``, a row whose key is in both versions is one change (with the columns that
+    changed) instead of a removal and an addition."""
     from deltalake import QueryBuilder
 
     latest = open_table(ref).version()
@@ -503,20 +511,42 @@ def diff(ref: TableRef, from_version: int, to_version: int | None = None, *, row
                          if c in old_cols and old_cols[c] != new_cols[c]],
         rows_from=int(query(old, count, ref=ref)["n"][0]), rows_to=int(query(new, count, ref=ref)["n"][0]),
     )
-    if not rows:
+    if not rows and not key:
         return result
-    common = ", ".join(_quote(c) for c in new_cols if c in old_cols and old_cols[c] == new_cols[c])
+    shared = [c for c in new_cols if c in old_cols and old_cols[c] == new_cols[c]]
+    common = ", ".join(_quote(c) for c in shared)
     if not common:
         raise UsageError("the two versions share no column of the same type: rows cannot be compared")
     import polars as pl
 
-    def except_all(a: str, b: str) -> pl.DataFrame:
-        sql = f"SELECT {common} FROM {a} EXCEPT ALL SELECT {common} FROM {b} LIMIT {int(limit)}"
+    def run(sql: str) -> pl.DataFrame:
         try:
             reader = QueryBuilder().register("a", old).register("b", new).execute(sql)
             return pl.DataFrame(reader.read_all())
         except Exception as exc:
             raise TableError(f"cannot compare rows of {ref.name}: {_first_line(exc)}") from None
 
-    return TableDiff(**{**{k: getattr(result, k) for k in result.__dataclass_fields__},
-                        "rows_added": except_all("b", "a"), "rows_removed": except_all("a", "b")})
+    fields = {k: getattr(result, k) for k in result.__dataclass_fields__}
+    if not key:
+        return TableDiff(**{**fields,
+                            "rows_added": run(f"SELECT {common} FROM b EXCEPT ALL SELECT {common} FROM a LIMIT {int(limit)}"),
+                            "rows_removed": run(f"SELECT {common} FROM a EXCEPT ALL SELECT {common} FROM b LIMIT {int(limit)}")})
+    missing = [k for k in key if k not in shared]
+    if missing:
+        raise UsageError(f"--key {missing[0]!r} is not a column of both versions (with the same type)",
+                         hint=f"columns: {', '.join(shared)}")
+    cte = (f"WITH added AS (SELECT {common} FROM b EXCEPT ALL SELECT {common} FROM a), "
+           f"removed AS (SELECT {common} FROM a EXCEPT ALL SELECT {common} FROM b) ")
+    on = " AND ".join(f"r.{_quote(k)} = d.{_quote(k)}" for k in key)
+    only = ("SELECT {cols} FROM {x} WHERE NOT EXISTS (SELECT 1 FROM {y} WHERE {on}) LIMIT {n}")
+    added = run(cte + only.format(cols=", ".join(f"d.{_quote(c)}" for c in shared), x="added d", y="removed r", on=on, n=int(limit)))
+    removed = run(cte + only.format(cols=", ".join(f"r.{_quote(c)}" for c in shared), x="removed r", y="added d", on=on, n=int(limit)))
+    pairs = run(cte + "SELECT " + ", ".join([*(f"r.{_quote(c)} AS {_quote('from:' + c)}" for c in shared),
+                                               *(f"d.{_quote(c)} AS {_quote('to:' + c)}" for c in shared)])
+                + f" FROM removed r JOIN added d ON {on} LIMIT {int(limit)}")
+    changed = []
+    for row in pairs.iter_rows(named=True):
+        changes = {c: {"from": row[f"from:{c}"], "to": row[f"to:{c}"]} for c in shared
+                   if row[f"from:{c}"] != row[f"to:{c}"] and c not in key}
+        changed.append({"key": {k: row[f"from:{k}"] for k in key}, "changes": changes})
+    return TableDiff(**{**fields, "rows_added": added, "rows_removed": removed, "key": list(key), "rows_changed": changed})
