@@ -188,7 +188,7 @@ def test_a_read_only_lake_is_one_clear_line_without_rust_panics(ran_project):
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     try:
         p = _run_process(ran_project, "run", "all", prefix=prefix)
-        _assert_one_clean_line(p, f"cannot write {lake}/bronze_events", "permission denied", "hint: make it writable")
+        _assert_one_clean_line(p, f"cannot access {lake}/bronze_events", "permission denied", "hint: make it writable")
         p = _run_process(ran_project, "run", "all", "--debug", prefix=prefix)  # --debug shows everything
         assert p.returncode == ExitCode.RUN_FAILED and "Traceback" in p.stderr and "panicked" in p.stderr, p.stderr
     finally:

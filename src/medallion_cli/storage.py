@@ -309,7 +309,8 @@ def classify_os_error(exc: BaseException, *, uri: str | None = None) -> Medallio
     if not path:
         match = _PATH_IN_TEXT.search(str(exc))
         path = match.group(1) if match else uri
-    return StorageError(f"cannot write {path}: {what}" if path else f"{what}", hint=hint)
+    verb = "cannot access" if what == "permission denied" else "cannot write"  # a read may be refused too
+    return StorageError(f"{verb} {path}: {what}" if path else what, hint=hint)
 
 
 def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError | None:

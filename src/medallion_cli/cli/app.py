@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     real = sys.stdout, sys.stderr
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or os.environ.get("MEDALLION_DEBUG", "").lower() in ("1", "true", "yes")
+    debug = "--debug" in args or os.environ.get("MEDALLION_DEBUG", "").lower() in ("1", "true", "t", "yes", "y", "on")
     with _native_stderr_hidden(enabled=not debug) as stderr:
         sys.stdout, sys.stderr = ScrubbedStream(real[0]), ScrubbedStream(stderr or real[1])
         try:
