@@ -24,6 +24,8 @@ from test_errors import assert_clean_error
     ("amount", "not a condition"),
     ("nosuch > 1", "no column 'nosuch'"),
     ("amount > 'x'", "Cannot cast string"),
+    ("region = 'a\\' OR region = ' ) UNION ALL SELECT * FROM t WHERE (1=1 --'", "backslashes are not allowed"),
+    ("region = `north`", "'`' is not allowed"),
 ])
 def test_where_accepts_one_condition_and_nothing_else(ran_project, where, fragment):
     r = medallion("show", "silver", "-C", ran_project, "--where", where, "--limit", "2", "--json")
@@ -41,6 +43,7 @@ def test_where_filters_with_the_limit_kept(ran_project):
     assert 0 < len(north) <= 3 and all(x["region"] == "north" for x in north)
     assert all(x["event_date"] >= "2024-01-03" for x in rows("event_date >= '2024-01-03'"))
     assert rows("region = 'it''s'") == []
+    assert len(rows("amount::int > 100")) == 3
 
 
 def test_as_of_before_the_table_existed_is_refused(ran_project):

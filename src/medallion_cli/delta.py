@@ -386,7 +386,7 @@ def show(
 
 # Outside string literals a condition holds names, numbers, operators and parentheses only:
 # no comment, no statement separator, no escape or dollar quoting that could end it early.
-_WHERE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \t\r\n.,()<>=!+-*/%|'\"")
+_WHERE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \t\r\n.,:()<>=!+-*/%|'\"")
 _WHERE_KEYWORDS = {"select", "from", "union", "intersect", "except", "limit", "offset", "order", "group", "having",
                    "with", "join", "window", "values", "insert", "update", "delete", "drop", "create", "copy"}
 
@@ -410,6 +410,8 @@ def check_where(where: str, empty: pl.DataFrame) -> str:
 
     if not where.strip():
         raise refuse("is empty")
+    if "\\" in where:  # engines disagree on backslash escapes in strings: where a string ends
+        raise refuse("backslashes are not allowed")
     outside: list[str] = []  # the text outside quotes, for the keyword check
     depth, i, n = 0, 0, len(where)
     while i < n:
