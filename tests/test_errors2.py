@@ -234,3 +234,14 @@ def test_os_errors_are_classified(exc, fragment):
     err = classify_os_error(exc, uri="/lake/t")
     assert err is not None and err.message == fragment and err.exit_code == ExitCode.RUN_FAILED
     assert classify_os_error(RuntimeError("division by zero")) is None
+
+
+def test_sys_exit_at_import_of_a_pipeline_module_is_reported_by_check(project):
+    module = project / "pipelines" / "gold.py"
+    module.write_text("import sys\nsys.exit(3)\n" + module.read_text())
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == ExitCode.USAGE, r
+    failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
+    assert failed == {"gold": "gold.py fails to import: SystemExit: 3"}, failed
+    r = medallion("run", "all", "-C", project, "--set", "rolling_window_days=3")
+    assert_clean_error(r, ExitCode.RUN_FAILED, "sys.exit(3)")

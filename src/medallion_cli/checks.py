@@ -59,7 +59,7 @@ def _check_dag(project: Any, layer: Any) -> tuple[CheckResult, Any]:
     path = project.root / "pipelines" / f"{layer.name}.py"
     try:
         module = import_file(path)
-    except Exception as exc:  # any import-time error of the user's module
+    except (Exception, SystemExit) as exc:  # any import-time error of the user's module
         return CheckResult(layer.name, "pipeline", False, f"{path.name} fails to import: {type(exc).__name__}: {exc}"), None
     from hamilton import driver
 
@@ -107,7 +107,7 @@ def _check_output_columns(project: Any, layer: Any, dr: Any, schemas: dict[str, 
             schema = value.collect_schema() if isinstance(value, pl.LazyFrame) else value.schema
             columns, how = list(schema.names()), "the output on an empty input"
             schemas[layer.target.table] = dict(schema)
-        except Exception as exc:  # noqa: BLE001 - a DAG that needs rows to run
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a DAG that needs rows to run
             why_not = f"the DAG fails on an empty input ({type(exc).__name__})"
     if columns is None:
         table = _table_schema(project, layer.target.table)

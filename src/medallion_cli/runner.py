@@ -166,7 +166,7 @@ def _check_override_types(layers: Sequence[LayerConfig], overrides: dict[str, An
         module = layer.config_path.parents[2] / "pipelines" / f"{layer.name}.py"
         try:
             declared = dag_inputs(module)
-        except Exception:  # noqa: BLE001 - a module that does not import fails its layer with its own error
+        except (Exception, SystemExit):  # noqa: BLE001 - a module that does not import fails its layer with its own error
             continue
         for key in keys:
             if key in declared and not input_type_ok(declared[key], overrides[key]):
