@@ -161,7 +161,7 @@ def test_quarantine_is_not_duplicated_when_a_run_is_killed_after_it(ran_project)
 def test_check_passes_on_a_fresh_project_and_names_problems(project):
     r = medallion("check", "-C", project, "--json")
     doc = json.loads(r.stdout)
-    assert r.exit_code == 0 and doc["ok"] and {c["check"] for c in doc["checks"]} == {"configuration", "pipeline", "executor", "quality"}
+    assert r.exit_code == 0 and doc["ok"] and {c["check"] for c in doc["checks"]} == {"configuration", "pipeline", "columns", "executor", "quality"}
     (project / "pipelines" / "gold.py").write_text(
         (project / "pipelines" / "gold.py").read_text().replace("rolling_window_days: int)", "rolling_window_days: int, missing_input: str)"))
     (project / "schemas.py").write_text((project / "schemas.py").read_text().replace("class SilverEvents", "class Renamed"))

@@ -52,7 +52,7 @@ def test_whole_flow_on_s3(s3_project, s3):
     runs.append(medallion("show", "gold", "-C", s3_project, "--json", "-n", "5"))
     assert len(json.loads(runs[-1].stdout)["rows"]) == 5
     runs.append(medallion("tables", "-C", s3_project, "--json"))
-    assert {t["uri"] for t in json.loads(runs[-1].stdout)["tables"]} == {f"{LAKE}/{t}" for t in ("bronze_events", "silver_events", "gold_daily_sales")}
+    assert {t["uri"] for t in json.loads(runs[-1].stdout)["tables"]} == {f"{LAKE}/{t}" for t in ("bronze_events", "silver_events", "gold_daily_sales", "silver_events__quarantine")}
     runs.append(medallion("quality", "silver", "-C", s3_project, "--json"))
     assert json.loads(runs[-1].stdout)["rows"] == 4
     assert all(r.exit_code == 0 for r in runs), outputs(*runs)

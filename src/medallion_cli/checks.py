@@ -36,8 +36,12 @@ def check_project(root: Path) -> list[CheckResult]:
     except MedallionError as exc:
         return [CheckResult(None, "configuration", False, exc.message)]
     results = [CheckResult(None, "configuration", True, f"{len(project.layers)} layers: {', '.join(project.layer_names)}")]
+    schemas: dict[str, Any] = {}  # table -> polars schema of the layer output that writes it
     for layer in project.layers:
-        results.append(_check_dag(project, layer))
+        dag_result, driver = _check_dag(project, layer)
+        results.append(dag_result)
+        if driver is not None:
+            results.append(_check_output_columns(project, layer, driver, schemas))
         ok = layer.executor is None or layer.executor in EXECUTORS
         results.append(CheckResult(layer.name, "executor", ok, layer.executor or "default" if ok else
                                    f"unknown executor {layer.executor!r}: use one of {', '.join(EXECUTORS)}"))
@@ -46,7 +50,7 @@ def check_project(root: Path) -> list[CheckResult]:
     return results
 
 
-def _check_dag(project: Any, layer: Any) -> CheckResult:
+def _check_dag(project: Any, layer: Any) -> tuple[CheckResult, Any]:
     import os
 
     import polars as pl
@@ -55,25 +59,80 @@ def _check_dag(project: Any, layer: Any) -> CheckResult:
     path = project.root / "pipelines" / f"{layer.name}.py"
     try:
         module = import_file(path)
-    except Exception as exc:  # any import-time error of the user's module
-        return CheckResult(layer.name, "pipeline", False, f"{path.name} fails to import: {type(exc).__name__}: {exc}")
+    except (Exception, SystemExit) as exc:  # any import-time error of the user's module
+        return CheckResult(layer.name, "pipeline", False, f"{path.name} fails to import: {type(exc).__name__}: {exc}"), None
     from hamilton import driver
 
     try:
         dr = driver.Builder().with_modules(module).build()
     except Exception as exc:  # Hamilton rejects the module's functions
-        return CheckResult(layer.name, "pipeline", False, f"Hamilton cannot build the DAG of {path.name}: {exc}")
+        return CheckResult(layer.name, "pipeline", False, f"Hamilton cannot build the DAG of {path.name}: {exc}"), None
     names = {v.name for v in dr.list_available_variables()}
     if layer.output not in names:
-        return CheckResult(layer.name, "pipeline", False, f"{path.name} has no node {layer.output!r} (medallion.output)")
+        return CheckResult(layer.name, "pipeline", False, f"{path.name} has no node {layer.output!r} (medallion.output)"), None
     inputs = {**layer.inputs, layer.source.input_name: pl.LazyFrame(), "run_id": "check",
               "run_started_at": datetime.now(timezone.utc)}
     try:
         dr.validate_execution([layer.output], inputs=inputs)
     except Exception as exc:  # Hamilton: missing or mistyped inputs
         text = str(exc).strip().splitlines()
-        return CheckResult(layer.name, "pipeline", False, f"the DAG does not resolve: {' '.join(text[:3])}")
-    return CheckResult(layer.name, "pipeline", True, f"{path.name}: {layer.output} resolves from its inputs")
+        return CheckResult(layer.name, "pipeline", False, f"the DAG does not resolve: {' '.join(text[:3])}"), None
+    return CheckResult(layer.name, "pipeline", True, f"{path.name}: {layer.output} resolves from its inputs"), dr
+
+
+def _check_output_columns(project: Any, layer: Any, dr: Any, schemas: dict[str, Any]) -> CheckResult:
+    """keys, partition_by and order_by name columns of the output.
+
+    The output's schema comes from running the DAG on an empty source frame with the
+    source's columns (the landing schema, or the upstream layer's output computed the same
+    way, or the upstream table's schema); if that is not possible, from the target table.
+    """
+    import polars as pl
+
+    from medallion_cli.project import missing_target_columns, target_columns
+
+    source = None
+    if layer.source.landing is not None:
+        from medallion_cli.sources import SOURCE_FILE_COLUMN, polars_schema
+
+        source = {**polars_schema(layer.source.schema), SOURCE_FILE_COLUMN: pl.String()}
+    else:
+        source = schemas.get(layer.source.table) or _table_schema(project, layer.source.table)
+    columns, how, why_not = None, "", ""
+    if source is not None:
+        inputs = {**layer.inputs, layer.source.input_name: pl.LazyFrame(schema=source), "run_id": "check",
+                  "run_started_at": datetime.now(timezone.utc)}
+        try:
+            value = dr.execute([layer.output], inputs=inputs)[layer.output]
+            schema = value.collect_schema() if isinstance(value, pl.LazyFrame) else value.schema
+            columns, how = list(schema.names()), "the output on an empty input"
+            schemas[layer.target.table] = dict(schema)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a DAG that needs rows to run
+            why_not = f"the DAG fails on an empty input ({type(exc).__name__})"
+    if columns is None:
+        table = _table_schema(project, layer.target.table)
+        if table is not None:
+            columns, how = list(table), f"table {layer.target.table}"
+    if columns is None:
+        return CheckResult(layer.name, "columns", True, f"not checked: {why_not or 'the source schema is unknown'}")
+    problem = missing_target_columns(layer, columns)
+    if problem:
+        return CheckResult(layer.name, "columns", False, f"{problem} (columns of {how}: {', '.join(columns)})")
+    named = ", ".join(f"{k}: {', '.join(v)}" for k, v in target_columns(layer.target).items())
+    return CheckResult(layer.name, "columns", True, f"{named or 'no key, partition or order columns'} ({how})")
+
+
+def _table_schema(project: Any, table: str) -> dict[str, Any] | None:
+    """The polars schema of an existing project table, or None."""
+    from medallion_cli.delta import TableRef, open_table, query
+
+    ref = TableRef(table, project.table_uri(table), None, project.storage)
+    try:
+        if not ref.store.is_table(ref.uri):
+            return None
+        return dict(query(open_table(ref), "SELECT * FROM t LIMIT 0", ref=ref).schema)
+    except Exception:  # noqa: BLE001 - an unreadable table is reported by the commands that use it
+        return None
 
 
 def _check_schemas(project: Any, layer: Any) -> list[CheckResult]:
@@ -87,3 +146,28 @@ def _check_schemas(project: Any, layer: Any) -> list[CheckResult]:
         except MedallionError as exc:
             out.append(CheckResult(layer.name, "quality", False, exc.message))
     return out
+
+
+def preflight_targets(project: Any, layers: Any) -> None:
+    """Before any layer runs: the key, partition and order columns of every selected layer
+    exist in its table, if the table exists (the output itself is checked before writing)."""
+    from medallion_cli.errors import ConfigError
+    from medallion_cli.project import missing_target_columns, target_columns
+
+    for layer in layers:
+        if not target_columns(layer.target):
+            continue
+        columns = _table_columns(project, layer.target.table)
+        problem = None if columns is None else missing_target_columns(layer, columns)
+        if problem:
+            raise ConfigError(f"{layer.config_path}: {problem} (nor does table {layer.target.table})",
+                              hint=f"table columns: {', '.join(columns)}; fix the YAML, or rebuild with --full-refresh")
+
+
+def _table_columns(project: Any, table: str) -> list[str] | None:
+    from medallion_cli.delta import TableRef
+
+    ref = TableRef(table, project.table_uri(table), None, project.storage)
+    if not ref.store.is_table(ref.uri):
+        return None
+    return [f.name for f in ref.store.table(ref.uri).schema().fields]

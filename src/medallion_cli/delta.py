@@ -48,6 +48,9 @@ def resolve(name: str, project: Project | None, storage: Any = None) -> TableRef
         for layer in project.layers:
             if name in (layer.name, layer.target.table):
                 return TableRef(layer.target.table, project.table_uri(layer.target.table), layer, project.storage)
+        for layer, table in _quarantine_tables(project):
+            if name == table:  # a plain table: its layer's watermark is not its own
+                return TableRef(table, project.table_uri(table), None, project.storage)
         storage = storage or project.storage
     if "://" in name:
         return TableRef(name.rstrip("/"), name, None, storage)
@@ -57,10 +60,20 @@ def resolve(name: str, project: Project | None, storage: Any = None) -> TableRef
             raise UsageError(f"{name} is not a Delta table (no _delta_log folder)", hint="point at the table's root folder")
         return TableRef(name.rstrip("/"), str(path.resolve()), None, storage)
     known = ", ".join(layer.target.table for layer in project.layers) if project else ""
+    if project is not None:
+        known += "".join(f", {table}" for _, table in _quarantine_tables(project)
+                         if project.storage.is_table(project.table_uri(table)))
     raise UsageError(
         f"unknown table {name!r}",
         hint=f"project tables: {known}; or pass a path or URI" if known else "pass the path or URI of a Delta table",
     )
+
+
+def _quarantine_tables(project: Project) -> list[tuple[LayerConfig, str]]:
+    """``(layer, <table>__quarantine)`` for every layer (the table exists once rows went there)."""
+    from medallion_cli.quality import QUARANTINE_SUFFIX
+
+    return [(layer, layer.target.table + QUARANTINE_SUFFIX) for layer in project.layers]
 
 
 def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | None = None) -> Any:
@@ -87,6 +100,8 @@ def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | N
     latest = dt.version()
     if version is not None and not 0 <= version <= latest:
         raise UsageError(f"{ref.name} has no version {version}", hint=f"versions go from 0 to {latest}")
+    if as_of is not None:
+        _check_existed(dt, ref, as_of)
     try:
         dt.load_as_version(version if version is not None else as_of)
     except (DeltaError, DeltaProtocolError, OSError, ValueError) as exc:
@@ -94,6 +109,23 @@ def open_table(ref: TableRef, *, version: int | None = None, as_of: datetime | N
         raise UsageError(f"cannot load {ref.name} at {when}: {_first_line(exc)}",
                          hint="its log may have been cleaned up; `medallion history` lists the versions that remain") from None
     return dt
+
+
+def _check_existed(dt: Any, ref: TableRef, as_of: datetime) -> None:
+    """deltalake loads version 0 for a time before the table existed: refuse that instead."""
+    try:
+        oldest = dt.history()[-1]
+    except Exception:  # noqa: BLE001 - an unreadable history is reported by load_as_version
+        return
+    first = _ts(oldest.get("inCommitTimestamp") or oldest.get("timestamp"))
+    if first is None or as_of >= first:
+        return
+    if int(oldest["version"]) == 0:
+        raise UsageError(f"{ref.name} did not exist at {iso_utc(as_of)}: it was created at {iso_utc(first)}",
+                         hint="pass a time after its creation, or --version N (`medallion history` lists them)")
+    raise UsageError(f"{ref.name} has no version as old as {iso_utc(as_of)}: its oldest remaining version, "
+                     f"{oldest['version']}, is from {iso_utc(first)}",
+                     hint="older commits were cleaned from the log; pass a later time or --version N")
 
 
 def _ts(ms: int | None) -> datetime | None:
@@ -193,6 +225,7 @@ class TableInfo:
     size_bytes: int | None = None
     last_commit: datetime | None = None
     last_run_id: str | None = None
+    kind: str = "layer"  # layer | quarantine (rows a quality gate rejected)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -201,26 +234,35 @@ class TableInfo:
 
 
 def list_tables(project: Project) -> list[TableInfo]:
-    """Every table the project's layers write, with its current state."""
-    import polars as pl
-
+    """Every table the project's layers write, with its current state, then the quarantine
+    tables that exist."""
     out = []
     for layer in project.layers:
         ref = TableRef(layer.target.table, project.table_uri(layer.target.table), layer, project.storage)
         if not ref.store.is_table(ref.uri):
             out.append(TableInfo(layer.name, ref.name, ref.uri, False))
             continue
-        dt = open_table(ref)
-        actions = pl.DataFrame(dt.get_add_actions(flatten=True))
-        last = dt.history(1)[0]
-        last_run = next((e.get("medallion.run_id") for e in dt.history(20) if e.get("medallion.run_id")), None)
-        out.append(TableInfo(
-            layer.name, ref.name, ref.uri, True, dt.version(),
-            int(actions["num_records"].sum()) if actions.height else 0, actions.height,
-            int(actions["size_bytes"].sum()) if actions.height else 0,
-            _ts(last.get("inCommitTimestamp") or last.get("timestamp")), last_run,
-        ))
+        out.append(_table_info(layer.name, ref, "layer"))
+    for layer, table in _quarantine_tables(project):
+        ref = TableRef(table, project.table_uri(table), None, project.storage)
+        if ref.store.is_table(ref.uri):
+            out.append(_table_info(layer.name, ref, "quarantine"))
     return out
+
+
+def _table_info(layer: str, ref: TableRef, kind: str) -> TableInfo:
+    import polars as pl
+
+    dt = open_table(ref)
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+    last = dt.history(1)[0]
+    last_run = next((e.get("medallion.run_id") for e in dt.history(20) if e.get("medallion.run_id")), None)
+    return TableInfo(
+        layer, ref.name, ref.uri, True, dt.version(),
+        int(actions["num_records"].sum()) if actions.height else 0, actions.height,
+        int(actions["size_bytes"].sum()) if actions.height else 0,
+        _ts(last.get("inCommitTimestamp") or last.get("timestamp")), last_run, kind,
+    )
 
 
 # -- describe -------------------------------------------------------------------------
@@ -328,8 +370,97 @@ def show(
         if missing:
             raise UsageError(f"{ref.name} has no column {missing[0]!r}", hint=f"columns: {', '.join(known)}")
     select = ", ".join(_quote(c) for c in columns) if columns else "*"
-    sql = f"SELECT {select} FROM t" + (f" WHERE {where}" if where else "") + f" LIMIT {int(limit)}"
-    return query(dt, sql, ref=ref)
+    if where is None:
+        return query(dt, f"SELECT {select} FROM t LIMIT {int(limit)}", ref=ref)
+    condition = check_where(where, query(dt, "SELECT * FROM t LIMIT 0", ref=ref))
+    # On lines of its own and in parentheses: check_where() made sure it cannot leave them.
+    sql = f"SELECT {select} FROM t WHERE (\n{condition}\n) LIMIT {int(limit)}"
+    try:
+        return query(dt, sql, ref=ref)
+    except TableError as exc:
+        if "data files are missing" in exc.message:
+            raise
+        raise UsageError(f"--where {where!r}: {exc.message.removeprefix(f'cannot read {ref.name}: ')}",
+                         hint="write one condition over the table's columns, e.g. \"region = 'north' AND amount > 10\"") from None
+
+
+# Outside string literals a condition holds names, numbers, operators and parentheses only:
+# no comment, no statement separator, no escape or dollar quoting that could end it early.
+_WHERE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \t\r\n.,:()<>=!+-*/%|'\"")
+_WHERE_KEYWORDS = {"select", "from", "union", "intersect", "except", "limit", "offset", "order", "group", "having",
+                   "with", "join", "window", "values", "insert", "update", "delete", "drop", "create", "copy"}
+
+
+def check_where(where: str, empty: pl.DataFrame) -> str:
+    """``--where``: exactly one boolean expression over the columns of ``empty``, or a UsageError.
+
+    It is spliced into the query as ``WHERE (<condition>)``, so it is checked lexically
+    (nothing that could close the parentheses, start a comment or a new clause) and parsed
+    by polars' SQL parser, which must see a single expression over known columns whose
+    type is boolean.
+    """
+    import re
+
+    import polars as pl
+
+    hint = "write one condition over the table's columns, e.g. \"region = 'north' AND amount > 10\""
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(f"--where {where!r}: {why}", hint=hint)
+
+    if not where.strip():
+        raise refuse("is empty")
+    if "\\" in where:  # engines disagree on backslash escapes in strings: where a string ends
+        raise refuse("backslashes are not allowed")
+    outside: list[str] = []  # the text outside quotes, for the keyword check
+    depth, i, n = 0, 0, len(where)
+    while i < n:
+        ch = where[i]
+        if ch in "'\"":
+            end = i + 1
+            while True:  # '' and "" escape the quote; nothing else does
+                end = where.find(ch, end)
+                if end < 0:
+                    raise refuse("has an unclosed quote")
+                if end + 1 < n and where[end + 1] == ch:
+                    end += 2
+                    continue
+                break
+            outside.append(" ")
+            i = end + 1
+            continue
+        if ch not in _WHERE_CHARS:
+            raise refuse(f"character {ch!r} is not allowed outside quotes")
+        if where.startswith(("--", "/*", "*/"), i):
+            raise refuse("comments are not allowed")
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise refuse("has a ')' without its '('")
+        outside.append(ch)
+        i += 1
+    if depth:
+        raise refuse("has a '(' without its ')'")
+    words = {w.lower() for w in re.findall(r"[A-Za-z_]+", "".join(outside))}
+    clause = sorted(words & _WHERE_KEYWORDS)
+    if clause:
+        raise refuse(f"{clause[0].upper()} is not allowed: only one condition, no query or clause")
+    try:
+        expr = pl.sql_expr(where)
+    except Exception as exc:  # polars' SQL parser: not one expression
+        raise refuse(f"is not one SQL condition ({_first_line(exc)})") from None
+    unknown = [c for c in expr.meta.root_names() if c not in empty.columns]
+    if unknown:
+        raise refuse(f"no column {unknown[0]!r}") from None
+    try:
+        dtype = empty.select(expr.alias("condition")).schema["condition"]
+    except Exception:  # noqa: BLE001 - polars types stricter (date >= '2024-01-03'): DataFusion judges
+        dtype = pl.Boolean
+    if dtype not in (pl.Boolean, pl.Null):
+        raise refuse(f"is a {dtype} value, not a condition (true or false)")
+    return where
 
 
 # -- diff -----------------------------------------------------------------------------
@@ -345,6 +476,8 @@ class TableDiff:
     rows_to: int
     rows_added: Any = None  # pl.DataFrame with --rows
     rows_removed: Any = None
+    key: list[str] | None = None  # with --key: rows whose key is in both versions are changes
+    rows_changed: list[dict[str, Any]] | None = None  # {"key": {...}, "changes": {col: {"from", "to"}}}
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "from_version", "to_version", "added_columns", "dropped_columns",
@@ -353,11 +486,17 @@ class TableDiff:
         for key in ("rows_added", "rows_removed"):
             frame = getattr(self, key)
             data[key] = None if frame is None else frame.to_dicts()
+        if self.key is not None:
+            data["key"] = self.key
+            data["rows_changed"] = self.rows_changed
         return data
 
 
-def diff(ref: TableRef, from_version: int, to_version: int | None = None, *, rows: bool = False, limit: int = 20) -> TableDiff:
-    """Schema and row-count changes between two versions; with ``rows``, the rows themselves."""
+def diff(ref: TableRef, from_version: int, to_version: int | None = None, *, rows: bool = False, limit: int = 20,
+         key: list[str] | None = None) -> TableDiff:
+    """Schema and row-count changes between two versions; with ``rows``, the rows themselves;
+    with ``key``, a row whose key is in both versions is one change (with the columns that
+    changed) instead of a removal and an addition."""
     from deltalake import QueryBuilder
 
     latest = open_table(ref).version()
@@ -374,20 +513,42 @@ def diff(ref: TableRef, from_version: int, to_version: int | None = None, *, row
                          if c in old_cols and old_cols[c] != new_cols[c]],
         rows_from=int(query(old, count, ref=ref)["n"][0]), rows_to=int(query(new, count, ref=ref)["n"][0]),
     )
-    if not rows:
+    if not rows and not key:
         return result
-    common = ", ".join(_quote(c) for c in new_cols if c in old_cols and old_cols[c] == new_cols[c])
+    shared = [c for c in new_cols if c in old_cols and old_cols[c] == new_cols[c]]
+    common = ", ".join(_quote(c) for c in shared)
     if not common:
         raise UsageError("the two versions share no column of the same type: rows cannot be compared")
     import polars as pl
 
-    def except_all(a: str, b: str) -> pl.DataFrame:
-        sql = f"SELECT {common} FROM {a} EXCEPT ALL SELECT {common} FROM {b} LIMIT {int(limit)}"
+    def run(sql: str) -> pl.DataFrame:
         try:
             reader = QueryBuilder().register("a", old).register("b", new).execute(sql)
             return pl.DataFrame(reader.read_all())
         except Exception as exc:
             raise TableError(f"cannot compare rows of {ref.name}: {_first_line(exc)}") from None
 
-    return TableDiff(**{**{k: getattr(result, k) for k in result.__dataclass_fields__},
-                        "rows_added": except_all("b", "a"), "rows_removed": except_all("a", "b")})
+    fields = {k: getattr(result, k) for k in result.__dataclass_fields__}
+    if not key:
+        return TableDiff(**{**fields,
+                            "rows_added": run(f"SELECT {common} FROM b EXCEPT ALL SELECT {common} FROM a LIMIT {int(limit)}"),
+                            "rows_removed": run(f"SELECT {common} FROM a EXCEPT ALL SELECT {common} FROM b LIMIT {int(limit)}")})
+    missing = [k for k in key if k not in shared]
+    if missing:
+        raise UsageError(f"--key {missing[0]!r} is not a column of both versions (with the same type)",
+                         hint=f"columns: {', '.join(shared)}")
+    cte = (f"WITH added AS (SELECT {common} FROM b EXCEPT ALL SELECT {common} FROM a), "
+           f"removed AS (SELECT {common} FROM a EXCEPT ALL SELECT {common} FROM b) ")
+    on = " AND ".join(f"r.{_quote(k)} = d.{_quote(k)}" for k in key)
+    only = ("SELECT {cols} FROM {x} WHERE NOT EXISTS (SELECT 1 FROM {y} WHERE {on}) LIMIT {n}")
+    added = run(cte + only.format(cols=", ".join(f"d.{_quote(c)}" for c in shared), x="added d", y="removed r", on=on, n=int(limit)))
+    removed = run(cte + only.format(cols=", ".join(f"r.{_quote(c)}" for c in shared), x="removed r", y="added d", on=on, n=int(limit)))
+    pairs = run(cte + "SELECT " + ", ".join([*(f"r.{_quote(c)} AS {_quote('from:' + c)}" for c in shared),
+                                               *(f"d.{_quote(c)} AS {_quote('to:' + c)}" for c in shared)])
+                + f" FROM removed r JOIN added d ON {on} LIMIT {int(limit)}")
+    changed = []
+    for row in pairs.iter_rows(named=True):
+        changes = {c: {"from": row[f"from:{c}"], "to": row[f"to:{c}"]} for c in shared
+                   if row[f"from:{c}"] != row[f"to:{c}"] and c not in key}
+        changed.append({"key": {k: row[f"from:{k}"] for k in key}, "changes": changes})
+    return TableDiff(**{**fields, "rows_added": added, "rows_removed": removed, "key": list(key), "rows_changed": changed})

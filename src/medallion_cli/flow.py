@@ -76,6 +76,13 @@ def run_dag(
         kwargs["executor_cfg"] = {"type": executor}
     try:
         result = fp_project.run(layer, **kwargs)
+    except SystemExit as exc:  # sys.exit() in pipeline code must not become medallion's exit code
+        where = pipeline_frame(exc, pipelines_dir)
+        raise PipelineError(
+            f"layer {layer!r} failed: the pipeline called sys.exit({exc.code!r})",
+            hint=(f"see {where}; " if where else f"check pipelines/{layer}.py; ")
+            + "raise an exception instead to fail the layer",
+        ) from exc
     except Exception as exc:
         cause = root_cause(exc)
         where = pipeline_frame(cause, pipelines_dir)
@@ -111,5 +118,53 @@ def pipeline_frame(exc: BaseException, pipelines_dir: Path) -> str | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
+    """The first line of the message; a line ending with ':' (Hamilton's "1 errors
+    encountered:") is followed by the next ones, which carry the reason."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    out = lines[0]
+    for line in lines[1:4]:
+        if not out.endswith(":"):
+            break
+        out = f"{out} {line.removeprefix('Error: ')}"
+    return out
+
+
+def dag_inputs(module_path: Path) -> dict[str, Any]:
+    """The external inputs of a pipeline module's DAG and their declared types."""
+    _quiet_imports()
+    from hamilton import driver
+
+    from medallion_cli.project import import_file
+
+    dr = driver.Builder().with_modules(import_file(module_path)).build()
+    return {v.name: v.type for v in dr.list_available_variables() if v.is_external_input}
+
+
+def input_type_ok(declared: Any, value: Any) -> bool:
+    """Would Hamilton accept ``value`` for an input declared as ``declared``?"""
+    import typing
+
+    from hamilton import htypes
+
+    if value is None:
+        return True
+    origin = typing.get_origin(declared)
+    if origin in (list, tuple, set, frozenset, dict):  # Hamilton lets "purchase" pass for list[str]
+        if not isinstance(value, origin):
+            return False
+        args = typing.get_args(declared)
+        if args and origin in (list, set, frozenset) and not all(input_type_ok(args[0], v) for v in value):
+            return False
+    return htypes.check_input_type(declared, value)
+
+
+def type_name(declared: Any) -> str:
+    return declared.__name__ if isinstance(declared, type) and not typing_args(declared) else str(declared).replace("typing.", "")
+
+
+def typing_args(declared: Any) -> tuple:
+    import typing
+
+    return typing.get_args(declared)

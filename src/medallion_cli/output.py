@@ -63,8 +63,8 @@ class Output:
         self.quiet = quiet
         self.json_mode = json_mode
         # Piped output gets wide lines (one row per line) instead of rich's 80 columns.
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True, width=_width(sys.stdout))
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
     # narration (stderr)
     def status(self, verb: str, text: str) -> None:
@@ -106,6 +106,16 @@ class Output:
         """A plan that was only shown (``--dry-run``): its JSON with ``applied: false``."""
         if self.json_mode:
             self.json({"plan": plan.to_dict(), "applied": False})
+
+    def rows(self, frame: Any, *, vertical: bool | None = None) -> None:
+        """A frame of rows: a table, or one record per block (``vertical``). ``None`` picks
+        records when stdout is a terminal too narrow for the table."""
+        if vertical is None:
+            columns = _width(self.out.file) if self.out.is_terminal else None
+            vertical = columns is not None and natural_width(frame) > columns
+        # one row per line, never folded into narrow cells (piped output included)
+        self.out.file.write(records_text(frame) if vertical else plain_table(frame_table(frame)))
+        self.out.file.flush()
 
     def table(self, table: Table, *, to_stderr: bool = False) -> None:
         console = self.err if to_stderr else self.out
@@ -257,6 +267,36 @@ def describe_tables(info: Any) -> list[Table]:
     return [head, cols]
 
 
+def _width(stream: Any) -> int | None:
+    """The stream's own terminal width (rich would ask fds 0-2, and fd 2 may be hidden:
+    see ``cli.app``); 200 columns when piped; None lets rich decide."""
+    import os
+
+    try:
+        if not stream.isatty():
+            return 200
+        return os.get_terminal_size(stream.fileno()).columns or None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def natural_width(frame: Any) -> int:
+    """Characters a one-line-per-row table of ``frame`` needs (two spaces between columns)."""
+    widths = [max([len(str(c)), *(len(_cell(v)) for v in frame[c].to_list())]) for c in frame.columns]
+    return sum(widths) + 2 * max(len(widths) - 1, 0)
+
+
+def records_text(frame: Any) -> str:
+    """One block per row, one line per column (like psql's ``\\x``): wide tables stay readable."""
+    names = [str(c) for c in frame.columns]
+    pad = max((len(n) for n in names), default=0)
+    lines = [f"{frame.height} row(s)"]
+    for i, row in enumerate(frame.iter_rows(), start=1):
+        lines.append(f"-[ row {i} ]" + "-" * max(pad - 6, 4))
+        lines.extend(f"{n.ljust(pad)} | {_cell(v)}" for n, v in zip(names, row))
+    return "\n".join(lines) + "\n"
+
+
 def frame_table(frame: Any) -> Table:
     t = _plain_table(f"{frame.height} row(s)", [str(c) for c in frame.columns])
     for row in frame.iter_rows():
@@ -276,7 +316,18 @@ def diff_tables(d: Any) -> list[Table]:
             t = frame_table(frame)
             t.title = f"{label} (at most the limit): {frame.height}"
             out.append(t)
+    if d.rows_changed is not None:
+        t = _plain_table(f"rows changed (at most the limit): {len(d.rows_changed)}", [*d.key, "column", "from", "to"])
+        for change in d.rows_changed:
+            key = [_cell(change["key"][k]) for k in d.key]
+            for column, values in change["changes"].items() or {"(no column)": {"from": None, "to": None}}.items():
+                t.add_row(*key, column, _cell(values["from"]), _cell(values["to"]))
+        out.append(t)
     return out
+
+
+def _cell(value: Any) -> str:
+    return "null" if value is None else str(value)
 
 
 def quality_tables(doc: dict) -> list[Table]:

@@ -285,7 +285,12 @@ def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Projec
     lake_root = section.get("lake_root", "lake")
     if not isinstance(lake_root, str) or not lake_root:
         raise ConfigError(f"{project_path}: medallion.lake_root must be a path or URI")
+    twice = sorted({n for n in layer_names if layer_names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{project_path}: layer {twice[0]!r} is listed more than once in medallion.layers",
+                          hint="list each layer once, in dependency order")
     layers = tuple(_load_layer(root, layer) for layer in layer_names)
+    _check_one_writer_per_table(layers)
     _check_dependency_order(layers)
     state = section.get("state") or tool.get("state") or ".medallion/state.duckdb"
     if not isinstance(state, str) or "://" in state:
@@ -481,15 +486,11 @@ def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:
         raise ConfigError(
             f"{path}: unknown write mode {mode!r}", hint=f"use one of: {', '.join(WRITE_MODES)}"
         )
-    keys = tuple(med.get("keys") or ())
+    keys = _columns(med.get("keys"), path, "keys")
     if mode == "merge" and not keys:
         raise ConfigError(f"{path}: mode `merge` needs `keys:` (the columns that identify a row)")
-    raw_order = med.get("order_by")
-    order_by = (raw_order,) if isinstance(raw_order, str) else tuple(raw_order or ())
-    partition_by = tuple(med.get("partition_by") or ())
-    for col in (*keys, *partition_by, *order_by):
-        if not isinstance(col, str) or not _IDENTIFIER.match(col):
-            raise ConfigError(f"{path}: {col!r} is not a valid column name")
+    order_by = _columns(med.get("order_by"), path, "order_by")
+    partition_by = _columns(med.get("partition_by"), path, "partition_by")
     properties = _mapping(med.get("properties"), path, "medallion.target.properties")
     size = med.get("target_file_size_mb")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
@@ -503,6 +504,59 @@ def _load_target(med: dict[str, Any], path: Path) -> TargetConfig:
         target_file_size_mb=size,
         properties={str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in properties.items()},
     )
+
+
+def _columns(value: Any, path: Path, key: str) -> tuple[str, ...]:
+    """``keys``/``partition_by``/``order_by``: a list of column names; a single string is one column."""
+    if value is None or value == []:
+        return ()
+    cols = [value] if isinstance(value, str) else value
+    if not isinstance(cols, list):
+        raise ConfigError(f"{path}: medallion.target.{key} must be a column name or a list of them, got {value!r}")
+    for col in cols:
+        if not isinstance(col, str) or not _IDENTIFIER.match(col):
+            raise ConfigError(f"{path}: medallion.target.{key}: {col!r} is not a valid column name",
+                              hint=f"e.g. `{key}: [event_id]`; several columns are a YAML list, not a comma-separated string")
+    if len(set(cols)) != len(cols):
+        raise ConfigError(f"{path}: medallion.target.{key} names a column twice: {cols}")
+    return tuple(cols)
+
+
+def target_columns(target: TargetConfig) -> dict[str, tuple[str, ...]]:
+    """The output columns a target's settings name, by setting."""
+    named = {"keys": target.keys, "partition_by": target.partition_by, "order_by": target.order_by}
+    return {k: v for k, v in named.items() if v}
+
+
+def missing_target_columns(layer: LayerConfig, columns: Iterable[str]) -> str | None:
+    """Why ``columns`` (a layer's output, or its table) cannot be written as configured, or None."""
+    have = set(columns)
+    for key, cols in target_columns(layer.target).items():
+        missing = [c for c in cols if c not in have]
+        if missing:
+            return (f"medallion.target.{key} of layer {layer.name!r} names column {missing[0]!r}, "
+                    f"which the output {layer.output!r} does not have")
+    return None
+
+
+def check_target_columns(layer: LayerConfig, columns: Iterable[str]) -> None:
+    """Refuse, before writing, an output that lacks a column its target's settings name."""
+    columns = list(columns)
+    problem = missing_target_columns(layer, columns)
+    if problem:
+        raise ConfigError(f"{layer.config_path}: {problem}",
+                          hint=f"output columns: {', '.join(columns)}; fix the YAML or the pipeline")
+
+
+def _check_one_writer_per_table(layers: tuple[LayerConfig, ...]) -> None:
+    writer: dict[str, str] = {}
+    for layer in layers:
+        other = writer.setdefault(layer.target.table, layer.name)
+        if other != layer.name:
+            raise ConfigError(
+                f"layers {other!r} and {layer.name!r} both write table {layer.target.table!r}",
+                hint="give each layer its own medallion.target.table",
+            )
 
 
 def _check_dependency_order(layers: tuple[LayerConfig, ...]) -> None:

@@ -22,10 +22,11 @@ import yaml
 from medallion_cli import __version__
 from medallion_cli.errors import MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
+from medallion_cli.checks import preflight_targets
 from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
 from medallion_cli.incremental import LayerPlan, Window, plan_layer
 from medallion_cli.locks import layer_lock
-from medallion_cli.project import LayerConfig, Project
+from medallion_cli.project import LayerConfig, Project, check_target_columns
 from medallion_cli.state import StateStore
 from medallion_cli.timeparse import iso_utc
 from medallion_cli.sync import sync_layer
@@ -150,6 +151,30 @@ def check_overrides(layers: Sequence[LayerConfig], overrides: dict[str, Any]) ->
     size = overrides.get("target_file_size_mb")
     if "target_file_size_mb" in overrides and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise UsageError("--set target_file_size_mb must be a positive integer")
+    _check_override_types(layers, overrides)
+
+
+def _check_override_types(layers: Sequence[LayerConfig], overrides: dict[str, Any]) -> None:
+    """Each overridden DAG input has the type its pipeline function declares (as Hamilton
+    checks it), for every selected layer, before any layer runs."""
+    from medallion_cli.flow import dag_inputs, input_type_ok, type_name
+
+    for layer in layers:
+        keys = [k for k in overrides if k in layer.inputs]
+        if not keys:
+            continue
+        module = layer.config_path.parents[2] / "pipelines" / f"{layer.name}.py"
+        try:
+            declared = dag_inputs(module)
+        except (Exception, SystemExit):  # noqa: BLE001 - a module that does not import fails its layer with its own error
+            continue
+        for key in keys:
+            if key in declared and not input_type_ok(declared[key], overrides[key]):
+                value = overrides[key]
+                raise UsageError(
+                    f"--set {key}={value!r}: layer {layer.name!r} expects {type_name(declared[key])}, got {type(value).__name__}",
+                    hint=f"the value is read as YAML: --set {key}=... needs type {type_name(declared[key])} (default: {layer.inputs[key]!r})",
+                )
 
 
 @dataclass(frozen=True)
@@ -192,6 +217,7 @@ def run_project(
     """
     layers = select_layers(project, layer_names)
     check_overrides(layers, options.overrides)
+    preflight_targets(project, layers)
     executor = validate_executor(options.executor)
     for layer in layers:
         validate_executor(layer.executor)
@@ -354,6 +380,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         raise
     if plan.output_filter is not None:
         df = df.filter(plan.output_filter)
+    check_target_columns(layer, df.columns)
     _crash_point(layer, "computed")
 
     inc = layer.incremental

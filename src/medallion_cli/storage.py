@@ -56,12 +56,53 @@ def mask(options: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if is_secret(k) and v else v) for k, v in options.items()}
 
 
+# scheme://user:password@host -> scheme://***@host
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#'\"]+@")
+
+
+def _secret_forms() -> list[str]:
+    """Known secrets (storage options, secret-named environment variables), as printed raw,
+    in a JSON document and in a repr()."""
+    import json
+
+    found = {v for v in _SECRETS if v and len(v) >= 4}
+    # A pipeline may read any secret-named variable; short values ("true") are not secrets.
+    found.update(v for k, v in os.environ.items() if is_secret(k) and len(v) >= 8)
+    forms = set()
+    for secret in found:
+        forms.update({secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]})
+    return sorted(forms, key=len, reverse=True)
+
+
 def scrub(text: str) -> str:
-    """Replace every known secret value in ``text`` by ``***``."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every known secret value in ``text``, and the user-info of URLs, by ``***``."""
+    if not text:
+        return text
+    for secret in _secret_forms():
+        text = text.replace(secret, "***")
+    return _USERINFO.sub(r"\1***@", text)
+
+
+class ScrubbedStream:
+    """A text stream that scrubs secrets from everything written through it.
+
+    ``cli.app.main`` puts one in front of stdout and stderr for the whole command, so JSON
+    documents, narration, warnings and ``--debug`` tracebacks are all covered.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
 
 
 @dataclass(frozen=True)
@@ -142,6 +183,7 @@ class Storage:
         if "AWS_DEFAULT_REGION" in options and "AWS_REGION" not in options:
             options["AWS_REGION"] = options["AWS_DEFAULT_REGION"]
         _SECRETS.update(v for k, v in options.items() if is_secret(k))
+        _SECRETS.update(m.group(0)[len(m.group(1)):-1] for v in options.values() for m in _USERINFO.finditer(v))
         return cls(options=options, retry=retry or RetryPolicy())
 
     # -- per-library forms ---------------------------------------------------------------
@@ -311,15 +353,58 @@ def first_line(exc: BaseException) -> str:
     return scrub(" ".join(parts[:4])) if parts else type(exc).__name__
 
 
-def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError | None:
-    """A clear error for a deterministic object-store failure (wrong endpoint, bucket, credentials)."""
-    if not is_remote(uri):
+# errno texts (Rust's "(os error N)", Python's strerror) and what to do about them
+_OS_ERRORS = (
+    (("no space left on device", "os error 28"), "the disk is full",
+     "free space on the disk that holds it (or move medallion.lake_root), then run again: nothing was committed"),
+    (("disk quota exceeded", "os error 122"), "the disk quota is exhausted",
+     "free space or raise the quota, then run again: nothing was committed"),
+    (("file too large", "os error 27"), "a file size limit was hit (ulimit -f)",
+     "raise the limit (ulimit -f unlimited) or lower target_file_size_mb, then run again"),
+    (("read-only file system", "os error 30"), "the file system is read-only",
+     "remount it read-write, or point medallion.lake_root at a writable place"),
+    (("permission denied", "os error 13", "operation not permitted", "os error 1)"), "permission denied",
+     "make it writable (and readable) by this user, or run as the user that owns it"),
+)
+_OS_ERRNOS = {28: 0, 122: 1, 27: 2, 30: 3, 13: 4, 1: 4}
+_PATH_IN_TEXT = re.compile(r"(?:file|path|directory|location)[: ]+['\"]?(/[^\s'\"#:]+)", re.IGNORECASE)
+
+
+def classify_os_error(exc: BaseException, *, uri: str | None = None) -> MedallionError | None:
+    """Disk full, quota, size limit, read-only or permission problems as one clear line
+    naming the path, whatever library raised them (Python OSError or a delta-rs error)."""
+    index = None
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRNOS:
+        index = _OS_ERRNOS[exc.errno]
+    else:
+        text = f"{exc}".lower()
+        if "object at location" in text and "not found" in text:
+            return None
+        index = next((i for i, (words, _, _) in enumerate(_OS_ERRORS) if any(w in text for w in words)), None)
+    if index is None:
         return None
+    _, what, hint = _OS_ERRORS[index]
+    path = getattr(exc, "filename", None)
+    if not path:
+        match = _PATH_IN_TEXT.search(str(exc))
+        path = match.group(1) if match else uri
+    verb = "cannot access" if what == "permission denied" else "cannot write"  # a read may be refused too
+    return StorageError(f"{verb} {path}: {what}" if path else what, hint=hint)
+
+
+def explain(exc: BaseException, *, uri: str, storage: Storage) -> MedallionError | None:
+    """A clear error for a deterministic storage failure (wrong endpoint, bucket, credentials;
+    disk full, read-only or permission denied)."""
+    if not is_remote(uri):
+        return classify_os_error(exc, uri=uri)
     text = f"{exc}".lower()
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
     endpoint = storage.options.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
     if "nosuchbucket" in text or "no such bucket" in text or ("404" in text and "list" in text):
         return StorageError(f"bucket {bucket!r} does not exist at {endpoint}", hint="create it, or fix the bucket in medallion.lake_root / the landing path")
+    if "169.254.169.254" in text:  # no credentials given: the client fell back to instance metadata
+        return StorageError(f"no credentials for bucket {bucket!r} at {endpoint}",
+                            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or medallion.storage_options)")
     if any(w in text for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "403", "accessdenied", "access denied", "forbidden")):
         return StorageError(f"access to bucket {bucket!r} at {endpoint} was denied",
                             hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile) and the bucket policy")

@@ -16,6 +16,11 @@ _UNITS = {
     "w": "weeks", "week": "weeks", "weeks": "weeks",
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+# Times medallion accepts: window arithmetic (lookbacks, rolling windows, `until - 1 µs`)
+# must stay inside what datetime can represent.
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 1, 1, tzinfo=timezone.utc)
+_RANGE_HINT = "use a time between 1900-01-01 and 9999-01-01 (UTC)"
 
 
 def iso_utc(value: datetime) -> str:
@@ -31,7 +36,10 @@ def parse_duration(text: str, *, what: str = "duration") -> timedelta:
     match = _DURATION.match(text)
     if not match or match.group(2) not in _UNITS:
         raise UsageError(f"{what}: cannot read {text!r} as a duration", hint="e.g. '2 hours', '30 minutes', '1 day'")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        raise UsageError(f"{what}: {text!r} is too long a duration", hint="e.g. '2 hours', '30 minutes', '1 day'") from None
 
 
 def parse_time(text: str, *, now: datetime | None = None, what: str = "time") -> datetime:
@@ -46,7 +54,10 @@ def parse_time(text: str, *, now: datetime | None = None, what: str = "time") ->
     if raw == "yesterday":
         return today - timedelta(days=1)
     if raw.endswith(" ago"):
-        return now - parse_duration(raw[: -len(" ago")], what=what)
+        try:
+            return _in_range(now - parse_duration(raw[: -len(" ago")], what=what), text, what)
+        except OverflowError:
+            raise UsageError(f"{what}: {text!r} is too far in the past", hint=_RANGE_HINT) from None
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -59,4 +70,14 @@ def parse_time(text: str, *, now: datetime | None = None, what: str = "time") ->
             ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00
+        raise UsageError(f"{what}: {text!r} is out of range", hint=_RANGE_HINT) from None
+    return _in_range(parsed, text, what)
+
+
+def _in_range(value: datetime, text: str, what: str) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise UsageError(f"{what}: {text!r} is out of range", hint=_RANGE_HINT)
+    return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Annotated
 
@@ -14,7 +16,7 @@ from medallion_cli.cli import run as run_cmd
 from medallion_cli.cli import table as table_cmd
 from medallion_cli.cli import verify as verify_cmd
 from medallion_cli.cli import watermark as watermark_cmd
-from medallion_cli.cli.options import State
+from medallion_cli.cli.options import DebugOpt, ProjectOpt, State
 from medallion_cli.errors import ExitCode, MedallionError
 
 EPILOG = (
@@ -54,21 +56,84 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    project_dir: ProjectOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Build and operate bronze → silver → gold lakehouse pipelines on Delta Lake."""
+    # `medallion -C DIR --debug tables` as well as `medallion tables -C DIR --debug`
+    State.project_dir = project_dir
+    State.debug = State.debug or debug
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app and convert errors to messages and exit codes."""
+    """Entry point: run the app and convert errors to messages and exit codes.
+
+    Everything the command writes to stdout and stderr (JSON, narration, warnings,
+    ``--debug`` tracebacks) goes through a stream that masks secrets.
+    """
+    from medallion_cli.storage import ScrubbedStream
+
+    real = sys.stdout, sys.stderr
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("MEDALLION_DEBUG", "").lower() in ("1", "true", "t", "yes", "y", "on")
+    with _native_stderr_hidden(enabled=not debug) as stderr:
+        sys.stdout, sys.stderr = ScrubbedStream(real[0]), ScrubbedStream(stderr or real[1])
+        try:
+            _main(argv)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = real
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden(*, enabled: bool):
+    """Keep what native code writes straight to file descriptor 2 (Rust panic messages and
+    backtraces from delta-rs, polars, duckdb) off the terminal, unless ``--debug``.
+
+    Python's own stderr moves to a duplicate of the descriptor, so medallion's messages
+    still show; fd 2 itself points at a scratch file for the length of the command. Only
+    done when sys.stderr really is fd 2 (not under a test's capture).
+    """
+    try:
+        real_fd = sys.stderr.fileno() if enabled else -1
+    except (AttributeError, OSError, ValueError):
+        real_fd = -1
+    if real_fd != 2:
+        yield None
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    scratch = tempfile.TemporaryFile()
+    os.dup2(scratch.fileno(), 2)
+    stream = open(saved, "w", encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace",  # noqa: SIM115
+                  buffering=1, closefd=False)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        scratch.close()
+
+
+def _print_traceback(exc: BaseException) -> None:
+    import traceback
+
+    sys.stderr.write("".join(traceback.format_exception(exc)))
+
+
+def _main(argv: list[str] | None) -> None:
     from typer.exceptions import Abort, Exit, TyperException
 
+    State.project_dir = None
     try:
         app(args=argv, prog_name="medallion", standalone_mode=False)
     except MedallionError as err:
         if State.debug:
-            import traceback
-
-            traceback.print_exception(err, file=sys.stderr)
+            _print_traceback(err)
         from medallion_cli.storage import scrub
 
         err.message, err.hint = scrub(err.message), scrub(err.hint) if err.hint else err.hint
@@ -95,8 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:  # a bug: say so plainly, traceback only with --debug
         if State.debug:
-            raise
-        from medallion_cli.storage import scrub
+            _print_traceback(exc)
+        from medallion_cli.storage import classify_os_error, scrub
+
+        known = classify_os_error(exc)  # disk full, read-only, permission denied: not a bug
+        if known is not None:
+            known.message, known.hint = scrub(known.message), scrub(known.hint or "")
+            State.get_output().error(known)
+            sys.exit(int(known.exit_code))
 
         print(f"error: unexpected {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
         print("  hint: this is a bug in medallion; rerun with --debug and report the traceback", file=sys.stderr)

@@ -25,17 +25,23 @@ StorageOpt = Annotated[
 ]
 
 
+def project_dir_or_default(project_dir: Path | None) -> Path | None:
+    """The command's ``-C DIR``, else the one given before the command (``medallion -C DIR tables``)."""
+    return project_dir if project_dir is not None else State.project_dir
+
+
 def load(project_dir: Path | None, storage_options: list[str] | None = None):
     """The project at or above ``project_dir``, with command-line storage options applied."""
     from medallion_cli.project import find_project_root, load_project
 
-    return load_project(find_project_root(project_dir), storage_overrides=storage_options or [])
+    return load_project(find_project_root(project_dir_or_default(project_dir)), storage_overrides=storage_options or [])
 
 
 class State:
     """Per-invocation settings the error boundary in ``app.main`` needs."""
 
     debug: bool = False
+    project_dir: Path | None = None  # -C/--project given before the command
     output: Output | None = None  # created by setup(); rich loads only when needed
 
     @classmethod

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, load, setup
+from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, load, project_dir_or_default, setup
 
 
 def quality(
@@ -47,7 +47,7 @@ def check(project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: Qui
     from medallion_cli.project import find_project_root
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
-    results = check_project(find_project_root(project_dir))
+    results = check_project(find_project_root(project_dir_or_default(project_dir)))
     failed = [r for r in results if not r.ok]
     if json_mode:
         out.json({"ok": not failed, "checks": [r.to_dict() for r in results]})

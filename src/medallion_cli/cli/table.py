@@ -16,11 +16,12 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Time travel to thi
 
 def _ref(name: str, project_dir, storage_option: list[str] | None = None):
     """Resolve a table; the project is optional for paths and URIs."""
-    from medallion_cli.cli.options import load
+    from medallion_cli.cli.options import load, project_dir_or_default
     from medallion_cli.delta import resolve
     from medallion_cli.errors import ProjectNotFoundError
     from medallion_cli.storage import Storage
 
+    project_dir = project_dir_or_default(project_dir)
     try:
         project = load(project_dir, storage_option)
     except ProjectNotFoundError:
@@ -102,16 +103,16 @@ def show(
     columns: Annotated[str | None, typer.Option("--columns", help="Comma-separated columns to show.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Rows to show.")] = 20,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
+    vertical: Annotated[bool | None, typer.Option("--vertical/--no-vertical", "-x/-X", help="One block per row, one line per column (default: when the table is wider than the terminal).", show_default=False)] = None,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Preview rows, optionally at an earlier version or time.
 
-    Example: medallion show silver --where "region = 'north'" --columns event_id,amount --limit 5
+    Example: medallion show silver --where "region = 'north'" --columns event_id,amount --limit 5 · medallion show gold -x
     """
     from medallion_cli import delta
     from medallion_cli.errors import UsageError
-    from medallion_cli.output import frame_table
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     if version is not None and as_of is not None:
@@ -126,7 +127,7 @@ def show(
     elif csv:
         out.out.file.write(frame.write_csv())
     else:
-        out.table(frame_table(frame))
+        out.rows(frame, vertical=vertical)
 
 
 def diff(
@@ -134,20 +135,22 @@ def diff(
     from_version: Annotated[int, typer.Argument(help="Older version.", min=0)],
     to_version: Annotated[int | None, typer.Argument(help="Newer version (default: latest).", min=0)] = None,
     rows: Annotated[bool, typer.Option("--rows", help="Also list rows added and removed.")] = False,
+    key: Annotated[str | None, typer.Option("--key", "-k", help="Comma-separated key columns: a row whose key is in both versions is shown as a change, with the columns that changed (implies --rows).", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many rows each way.")] = 20,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None, json_mode: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """What changed between two versions: columns added, dropped, retyped; row count; rows.
 
-    Example: medallion diff silver 3 5 --rows --limit 10
+    Example: medallion diff silver 3 5 --rows --limit 10 · medallion diff silver 3 --key event_id
     """
     from medallion_cli import delta
     from medallion_cli.output import diff_tables
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     ref, _ = _ref(table, project_dir, storage_option)
-    result = delta.diff(ref, from_version, to_version, rows=rows, limit=limit)
+    keys = [c.strip() for c in key.split(",") if c.strip()] if key else None
+    result = delta.diff(ref, from_version, to_version, rows=rows, limit=limit, key=keys)
     out.report(result.to_dict(), diff_tables(result))
 
 
