@@ -133,7 +133,9 @@ def test_plan_prints_windows_and_changes_nothing(ran_project):
     assert r.exit_code == 0, r
     plan = {p["layer"]: p for p in json.loads(r.stdout)["plan"]}
     assert plan["bronze"]["files_new"] == 1 and plan["bronze"]["source_rows"] == 1
-    assert plan["silver"]["kind"] == "nothing"  # bronze has not run yet
+    # silver and gold read what bronze and silver write in this same run
+    assert plan["silver"]["kind"] == plan["gold"]["kind"] == "pending"
+    assert plan["silver"]["window"] == "what bronze writes to bronze_events in this run"
     assert plan["gold"]["write_mode"] == "replace"
     assert DeltaTable(str(ran_project / "lake" / "bronze_events")).version() == 0
     r = medallion("run", "all", "-C", ran_project, "--plan")

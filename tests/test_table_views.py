@@ -151,10 +151,13 @@ def test_diff_by_key_shows_updates_as_changes(ran_project):
     doc = json.loads(r.stdout)
     assert doc["key"] == ["event_id"]
     assert [x["event_id"] for x in doc["rows_added"]] == ["evt-99999"] and doc["rows_removed"] == []
-    assert doc["rows_changed"] == [{"key": {"event_id": "evt-00001"}, "changes": {
+    [changed] = doc["rows_changed"]
+    assert changed["key"] == {"event_id": "evt-00001"}
+    assert {k: v for k, v in changed["changes"].items() if not k.startswith("_")} == {
         "amount": {"from": 0.0, "to": 5.5},
         "updated_at": {"from": "2024-01-01T08:15:00Z", "to": "2025-01-01T08:15:00Z"},
-        "region": {"from": "south", "to": "east"}}}]
+        "region": {"from": "south", "to": "east"}}
+    assert changed["changes"]["_source_file"] == {"from": "events_2024-01-01.csv", "to": "updates.csv"}
     r = medallion("diff", "silver", "0", "-C", ran_project, "--key", "event_id")
     assert r.exit_code == 0 and "rows changed (at most the limit): 1" in r.stdout, r
     assert any(line.split() == ["evt-00001", "region", "south", "east"] for line in r.stdout.splitlines()), r

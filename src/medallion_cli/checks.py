@@ -95,7 +95,11 @@ def _check_output_columns(project: Any, layer: Any, dr: Any, schemas: dict[str, 
     if layer.source.landing is not None:
         from medallion_cli.sources import SOURCE_FILE_COLUMN, polars_schema
 
-        source = {**polars_schema(layer.source.schema), SOURCE_FILE_COLUMN: pl.String()}
+        from medallion_cli.incremental import INGESTED_AT
+
+        # what medallion hands a landing DAG: the declared columns plus its own two
+        source = {**polars_schema(layer.source.schema), SOURCE_FILE_COLUMN: pl.String(),
+                  INGESTED_AT: pl.Datetime("us", "UTC")}
     else:
         source = schemas.get(layer.source.table) or _table_schema(project, layer.source.table)
     columns, how, why_not = None, "", ""
