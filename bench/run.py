@@ -43,13 +43,22 @@ def measured(cmd: list[str], cwd: Path) -> dict:
     return {"wall_s": round(wall, 3), "peak_rss_mib": round(rusage.ru_maxrss / 1024, 1), "stdout": out.decode()}
 
 
+def link_into(path: Path, folder: Path) -> None:
+    """A hard link (a copy across file systems): medallion refuses landing symlinks that
+    leave the landing folder."""
+    try:
+        os.link(path, folder / path.name)
+    except OSError:
+        shutil.copy2(path, folder / path.name)
+
+
 def fresh_project(root: Path, landing_src: Path, name: str) -> Path:
     project = root / name
     shutil.rmtree(project, ignore_errors=True)
     subprocess.run([BIN / "medallion", "init", name, "--no-sample-data", "-q", "--directory", root], check=True)
     landing = project / "data" / "landing"
     for f in landing_src.iterdir():
-        os.symlink(f, landing / f.name)
+        link_into(f, landing)
     return project
 
 
@@ -69,7 +78,7 @@ def bench_incremental(rows: int, files: int, batch: int) -> dict:
     delta = incremental_batch(base, batch, seed=21)
     del base
     for path in write_files(delta, root / "batch", 1, "parquet", prefix="increment"):
-        os.symlink(path, project / "data" / "landing" / path.name)
+        link_into(path, project / "data" / "landing")
     inc = measured([BIN / "medallion", "run", "all", "--json", "-q"], project)
     doc = json.loads(inc.pop("stdout"))
     inc["layers"] = {l["layer"]: {"s": l["duration_s"], "rows_in": l["rows_in"], "rows_out": l["rows_out"],
@@ -153,7 +162,7 @@ def bench_s3(rows: int, files: int) -> dict:
         subprocess.run([BIN / "medallion", "init", "s3proj", "--no-sample-data", "-q", "--directory", root,
                         "--storage", "s3", "--bucket", "bench"], check=True, env=env)
         for f in landing.iterdir():
-            os.symlink(f, root / "s3proj" / "data" / "landing" / f.name)
+            link_into(f, root / "s3proj" / "data" / "landing")
         old = dict(os.environ)
         os.environ.update(server.env())
         try:

@@ -202,11 +202,12 @@ def test_ingested_files_survive_log_cleanup(ran_project, lose_state):
     assert r.exit_code == 0, r
     ok("run", "all", "-C", ran_project, "-q")
     assert lake(ran_project, "bronze_events").height == rows  # nothing re-ingested
-    # A file modified after its rows were ingested is ingested again, as a changed file.
+    # A file modified after its rows were ingested is ingested again, as a changed file
+    # (replacing its earlier rows).
     path = ran_project / "data" / "landing" / "second.csv"
     path.write_text(path.read_text().replace("10.0", "11.0"))
     ok("run", "all", "-C", ran_project, "-q")
-    assert lake(ran_project, "bronze_events").height == rows + 1
+    assert lake(ran_project, "bronze_events").height == rows
     assert silver_row(ran_project, "added-1")["amount"].to_list() == [11.0]
 
 
@@ -222,3 +223,61 @@ def test_log_cleanup_without_lineage_columns_refuses_instead_of_re_ingesting(ran
     assert r.exit_code == 1, r
     assert "cannot be rebuilt" in r.stderr and "Traceback" not in r.stderr
     assert DeltaTable(str(table)).to_pyarrow_table().num_rows == frame.height
+
+
+# -- re-reading the same source rows changes nothing -------------------------------------------
+def verify_equal(project: Path) -> dict:
+    import json
+
+    r = medallion("verify", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    tables = {t["table"]: t for t in json.loads(r.stdout)["tables"]}
+    assert all(t["equal"] for t in tables.values()), tables
+    return tables
+
+
+def test_a_touched_file_is_read_again_without_duplicating_a_row(ran_project):
+    bronze_rows = lake(ran_project, "bronze_events").height
+    os.utime(ran_project / "data" / "landing" / "events_2024-01-01.csv")  # same content, new mtime
+    ok("run", "all", "-C", ran_project, "-q")
+    assert lake(ran_project, "bronze_events").height == bronze_rows  # its earlier rows were replaced
+    assert quarantine_rows(ran_project) == 4
+    verify_equal(ran_project)
+
+
+def test_a_rewritten_file_replaces_its_rows_in_bronze(ran_project):
+    path = write_csv(ran_project, "f.csv", ["r1,1,purchase,1.0,2024-01-02,2024-01-02T00:00:00Z,north",
+                                            "r2,1,purchase,-1.0,2024-01-02,2024-01-02T00:00:00Z,north"])
+    ok("run", "all", "-C", ran_project, "-q")
+    time.sleep(0.01)
+    write_csv(ran_project, "f.csv", ["r1,1,purchase,3.0,2024-01-02,2024-01-03T00:00:00Z,north"])
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    ok("run", "all", "-C", ran_project, "-q")
+    rows = lake(ran_project, "bronze_events").filter(pl.col("_source_file") == "f.csv")
+    assert rows["event_id"].to_list() == ["r1"]
+    assert silver_row(ran_project, "r1")["amount"].to_list() == [3.0]
+
+
+def test_restoring_bronze_and_running_again_quarantines_nothing_twice(project):
+    landing = project / "data" / "landing"
+    for f in landing.iterdir():
+        if not f.name.startswith("."):
+            f.unlink()
+    write_csv(project, "f1.csv", ["A,1,purchase,2.0,2024-01-02,2024-01-02T00:00:00Z,north"])
+    ok("run", "all", "-C", project, "-q")
+    write_csv(project, "f2.csv", ["B,1,purchase,-2.0,2024-01-02,2024-01-02T00:00:00Z,north"])
+    ok("run", "all", "-C", project, "-q")
+    ok("restore", "bronze_events", "--version", "0", "--yes", "-C", project, "-q")
+    ok("run", "all", "-C", project, "-q")
+    assert quarantine_rows(project) == 1
+    verify_equal(project)
+
+
+def test_a_full_refresh_of_an_empty_landing_folder_empties_the_chain(ran_project):
+    for f in (ran_project / "data" / "landing").iterdir():
+        if not f.name.startswith("."):
+            f.unlink()
+    ok("run", "all", "--full-refresh", "--yes", "-C", ran_project, "-q")
+    for table in ("bronze_events", "silver_events", "silver_events__quarantine", "gold_daily_sales"):
+        assert lake(ran_project, table).height == 0, table
+    verify_equal(ran_project)

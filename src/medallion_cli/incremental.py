@@ -203,10 +203,16 @@ def _plan_files(
                  if f.name in recorded and recorded[f.name][0] == f.fingerprint and recorded[f.name][1] is not None}
         plan.kind, plan.window, plan.write_mode = "full_refresh", "all landing files", "overwrite"
         if reference is not None:  # a recompute of what the reference lake ingested, nothing more
+            times = {f.name: recorded[f.name][1] for f in landing.files
+                     if f.name in recorded and recorded[f.name][1] is not None}
             chosen = [f for f in landing.files if f.name in times]
             waiting = landing.count - len(chosen)
             if waiting:
                 plan.warnings.append(f"{waiting} landing file(s) not ingested by the live lake yet are left out")
+            changed = [f.name for f in chosen if recorded[f.name][0] not in (None, f.fingerprint)]
+            if changed:
+                plan.warnings.append(f"{len(changed)} landing file(s) changed since the live lake ingested them "
+                                     f"(their current content is read): {', '.join(changed[:5])}")
         else:
             chosen = list(landing.files)
         plan.files_new = len([f for f in chosen if f.name not in times])
@@ -231,7 +237,14 @@ def _plan_files(
             )
     plan.files = chosen
     plan.file_times = {f.name: micros(times.get(f.name, started)) for f in chosen}
-    if not chosen:
+    if plan.files_changed and plan.write_mode == "append":
+        # A changed file replaces its earlier rows (one commit), so bronze holds each
+        # file's current content once, as a full refresh would.
+        plan.write_mode = "replace"
+        plan.predicate = f"{SOURCE_FILE_COLUMN} IN ({', '.join(sql_string(f.name) for f in chosen)})"
+    if not chosen and full_refresh:
+        plan.window = "all landing files (there are none: the table is emptied)"
+    elif not chosen:
         plan.kind = "nothing"
         plan.window = "no new or changed landing files" + (f" modified in {window.describe()}" if window else "")
         return plan
@@ -239,6 +252,11 @@ def _plan_files(
     plan.source, plan.warnings = with_ingestion_times(scan.frame, times, started), plan.warnings + list(scan.warnings)
     plan.watermark_after = (f"last batch: {len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def with_ingestion_times(frame: pl.LazyFrame, times: dict[str, datetime], default: datetime) -> pl.LazyFrame:
@@ -306,7 +324,14 @@ def _plan_watermark(
         plan.source = frame.filter(_window_filter(frame, by, window, layer))
         return plan
     if hi is None:
-        plan.kind, plan.window = "nothing", f"{layer.source.table} has no rows"
+        plan.window = f"{layer.source.table} has no rows"
+        if full_refresh or current is None or current.value_int is None:
+            # An empty source still makes (or empties) the table, so the chain below sees it.
+            plan.kind = "full_refresh" if full_refresh else "full"
+            plan.write_mode = "overwrite" if full_refresh else plan.write_mode
+            plan.source = frame
+        else:
+            plan.kind = "nothing"
         return plan
     hi_int = encode(hi)
     if full_refresh or current is None or current.value_int is None:

@@ -231,14 +231,17 @@ def latest_per_key(df: pl.DataFrame, target: TargetConfig) -> pl.DataFrame:
 def newer_predicate(order_by: tuple[str, ...]) -> str | None:
     """MERGE condition "the source row is not older than the target row", lexicographic.
 
-    ``>=`` on the last column so that, as in a full recompute, the later row wins a tie.
+    Nulls count as oldest, as in :func:`latest_per_key`'s sort; equal on every column is
+    "not older", so that, as in a full recompute, the later row wins a tie.
     """
     if not order_by:
         return None
     head, *rest = order_by
+    newer = f"(s.{head} > t.{head} OR (s.{head} IS NOT NULL AND t.{head} IS NULL))"
+    same = f"(s.{head} = t.{head} OR (s.{head} IS NULL AND t.{head} IS NULL))"
     if not rest:
-        return f"s.{head} >= t.{head}"
-    return f"(s.{head} > t.{head} OR (s.{head} = t.{head} AND {newer_predicate(tuple(rest))}))"
+        return f"({newer} OR {same})"
+    return f"({newer} OR ({same} AND {newer_predicate(tuple(rest))}))"
 
 
 def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any, *, merge_schema: bool = False) -> WriteOutcome:

@@ -228,10 +228,16 @@ def quarantine_table(layer: LayerConfig) -> str:
 
 
 ROW_KEY = "_row_key"
+# Columns that change when the same source row is read again (a re-ingested file, a
+# restore or reset of bronze): left out of the row key, so the row is still the same row.
+INGESTED = "_ingested_at"
+PER_INGESTION_COLUMNS = (INGESTED, "_run_id")
 
 
 def row_keys(rows: pl.DataFrame) -> pl.Series:
-    """A stable identity for each row: SHA-256 of its values (``_errors`` excluded).
+    """A stable identity for each source row: SHA-256 of its values (``_errors`` and
+    :data:`PER_INGESTION_COLUMNS` excluded; ``_source_file`` kept, so equal rows in two
+    files are two rows).
 
     Computed in Python from the values' text, so it does not change between polars
     versions (polars' own row hash may). Only invalid rows are hashed.
@@ -241,7 +247,7 @@ def row_keys(rows: pl.DataFrame) -> pl.Series:
 
     import polars as pl
 
-    columns = [c for c in rows.columns if c != ERRORS_COLUMN]
+    columns = [c for c in rows.columns if c != ERRORS_COLUMN and c not in PER_INGESTION_COLUMNS]
     keys = [
         hashlib.sha256(json.dumps(list(values), default=str).encode()).hexdigest()
         for values in rows.select(columns).iter_rows()
@@ -257,8 +263,8 @@ def write_quarantine(
 
     Rows are keyed by :func:`row_keys` and MERGEd in only when absent, so re-reading a
     window (a lookback, a backfill, a retry after a crash or a failed main write) never
-    quarantines a row twice, and a row keeps the run id and time it was first quarantined
-    with. ``replace_all`` (a full refresh) also removes rows the recompute no longer finds
+    quarantines a row twice; a row keeps the run id and time it was first quarantined
+    with, and takes the latest ``_ingested_at`` of its source row (as bronze does). ``replace_all`` (a full refresh) also removes rows the recompute no longer finds
     invalid, so the table equals what a full recompute quarantines. Returns the new
     version, or None when nothing changed.
     """
@@ -297,7 +303,11 @@ def write_quarantine(
         table = storage.table(uri)
         before = table.version()
         merger = table.merge(source=frame, predicate=f"t.{ROW_KEY} = s.{ROW_KEY}", source_alias="s", target_alias="t",
-                             merge_schema=True, commit_properties=commit, streamed_exec=False).when_not_matched_insert_all()
+                             merge_schema=True, commit_properties=commit, streamed_exec=False)
+        if INGESTED in frame.columns:  # a re-read source row: the stored one takes its latest ingestion
+            merger = merger.when_matched_update(updates={INGESTED: f"s.{INGESTED}"},
+                                                predicate=f"s.{INGESTED} > t.{INGESTED} OR t.{INGESTED} IS NULL")
+        merger = merger.when_not_matched_insert_all()
         if replace_all:
             merger = merger.when_not_matched_by_source_delete()
         merger.execute()

@@ -27,6 +27,7 @@ from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
 from medallion_cli.incremental import LayerPlan, Window, plan_layer
 from medallion_cli.locks import layer_lock
 from medallion_cli.project import LayerConfig, Project, check_target_columns
+from medallion_cli.sources import SOURCE_FILE_COLUMN
 from medallion_cli.state import StateStore
 from medallion_cli.timeparse import iso_utc
 from medallion_cli.sync import sync_layer
@@ -380,6 +381,11 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         raise
     if plan.output_filter is not None:
         df = df.filter(plan.output_filter)
+    if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
+        # Without _source_file the earlier rows of a changed file cannot be found: add them again.
+        plan.write_mode, plan.predicate = "append", None
+        warnings.append(f"{layer.output} has no {SOURCE_FILE_COLUMN} column: the earlier rows of changed files stay "
+                        f"in {target.table}")
     check_target_columns(layer, df.columns)
     _crash_point(layer, "computed")
 
