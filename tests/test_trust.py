@@ -281,3 +281,26 @@ def test_a_full_refresh_of_an_empty_landing_folder_empties_the_chain(ran_project
     for table in ("bronze_events", "silver_events", "silver_events__quarantine", "gold_daily_sales"):
         assert lake(ran_project, table).height == 0, table
     verify_equal(ran_project)
+
+
+def test_a_file_that_changes_while_it_is_read_is_not_committed(ran_project):
+    import subprocess
+    import sys
+
+    path = write_csv(ran_project, "slow.csv", ["s1,1,purchase,1.0,2024-01-02,2024-01-02T00:00:00Z,north"])
+    flag = ran_project / ".paused"
+    env = dict(os.environ, MEDALLION_TEST_PAUSE_AT="bronze:computed=3", MEDALLION_TEST_PAUSE_FILE=str(flag))
+    proc = subprocess.Popen([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    with path.open("a") as f:  # the writer is not done yet
+        f.write("s2,1,purchase,2.0,2024-01-02,2024-01-02T00:00:00Z,north\n")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "landing file slow.csv changed while it was read" in err and "Traceback" not in err
+    assert "slow.csv" not in lake(ran_project, "bronze_events")["_source_file"].to_list()
+    ok("run", "all", "-C", ran_project, "-q")
+    assert sorted(silver_row(ran_project, e).height for e in ("s1", "s2")) == [1, 1]

@@ -388,6 +388,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
                         f"in {target.table}")
     check_target_columns(layer, df.columns)
     _crash_point(layer, "computed")
+    _check_files_unchanged(plan)
 
     inc = layer.incremental
     wm = plan.watermark_after
@@ -463,6 +464,33 @@ def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPl
             )
         else:
             con.execute("UPDATE watermarks SET delta_version = ? WHERE table_name = ?", [version, table])
+
+
+def _check_files_unchanged(plan: LayerPlan) -> None:
+    """Refuse to commit landing files that changed while they were read.
+
+    A file still being written (a CSV copied in slowly) would otherwise be ingested half
+    written. Local files only: an object-store PUT is atomic. ``medallion.source.settle``
+    holds files back before they are read; this catches what it lets through.
+    """
+    from medallion_cli.errors import SourceError
+    from medallion_cli.storage import is_remote
+
+    for f in plan.files:
+        if is_remote(f.path):
+            continue
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            changed = True
+        else:
+            changed = (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns)
+        if changed:
+            raise SourceError(
+                f"landing file {f.name} changed while it was read (still being written?): nothing was committed",
+                hint="run again once the file is complete; to hold young files back, set "
+                     "medallion.source.settle.min_age (or a marker) in the layer's YAML",
+            )
 
 
 def _file_records(plan: LayerPlan) -> list[tuple[str, str, int]]:
