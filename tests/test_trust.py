@@ -304,3 +304,32 @@ def test_a_file_that_changes_while_it_is_read_is_not_committed(ran_project):
     assert "slow.csv" not in lake(ran_project, "bronze_events")["_source_file"].to_list()
     ok("run", "all", "-C", ran_project, "-q")
     assert sorted(silver_row(ran_project, e).height for e in ("s1", "s2")) == [1, 1]
+
+
+# -- plans, backfill meanings, watermark values ---------------------------------------------------
+def test_plan_names_a_landing_file_missing_a_column_instead_of_crashing(ran_project):
+    (ran_project / "data" / "landing" / "nocol.csv").write_text("event_id,user_id\nq,1\n")
+    for args in (("--plan",), ("--plan", "--json"), ("--full-refresh",)):
+        r = medallion("run", "all", "-C", ran_project, *args)
+        assert r.exit_code == 1, r
+        assert "landing file nocol.csv" in r.stderr and "bug in medallion" not in r.stderr, r
+
+
+def test_readme_backfill_example_selects_januarys_events_by_business_date(ran_project):
+    import json
+
+    r = medallion("run", "silver", "--since", "2024-01-01", "--until", "2024-02-01", "-C", ran_project, "--json")
+    assert r.exit_code == 0, r
+    silver = json.loads(r.stdout)["layers"][0]
+    assert silver["kind"] == "backfill" and "event_date in [2024-01-01" in silver["window"]
+    assert silver["rows_in"] == 94  # every sample event is dated January 2024
+    r = medallion("run", "silver", "--since", "2024-02-01", "-C", ran_project, "--json")
+    assert json.loads(r.stdout)["layers"][0]["rows_in"] == 0
+
+
+def test_watermark_set_refuses_values_the_source_has_not_reached(ran_project):
+    r = medallion("watermark", "set", "gold", "999", "--yes", "-C", ran_project)
+    assert r.exit_code == 2 and "silver_events is at version 0: 999 is beyond it" in r.stderr, r
+    r = medallion("watermark", "set", "silver", "2999-01-01", "--yes", "-C", ran_project)
+    assert r.exit_code == 2 and "is past the newest _ingested_at in bronze_events" in r.stderr, r
+    ok("watermark", "set", "gold", "0", "--yes", "-C", ran_project, "-q")
