@@ -130,6 +130,12 @@ class LayerConfig:
     executor: str | None
     incremental: IncrementalConfig | None = None
     quality: Any = None  # quality.QualityConfig
+    layer_tag: str | None = None  # medallion.layer: the layer it belongs to (default: its name)
+
+    @property
+    def tag(self) -> str:
+        """The layer this pipeline's table belongs to, for selection and display."""
+        return self.layer_tag or self.name
 
 
 @dataclass(frozen=True)
@@ -291,7 +297,11 @@ def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Projec
                           hint="list each layer once, in dependency order")
     layers = tuple(_load_layer(root, layer) for layer in layer_names)
     _check_one_writer_per_table(layers)
-    _check_dependency_order(layers)
+    from medallion_cli.graph import build_graph
+
+    # Run order comes from what each table reads, not from how the layers are listed.
+    order = build_graph(layers, where=str(project_path)).tables
+    layers = tuple(sorted(layers, key=lambda layer: order.index(layer.target.table)))
     state = section.get("state") or tool.get("state") or ".medallion/state.duckdb"
     if not isinstance(state, str) or "://" in state:
         raise ConfigError(f"{project_path}: medallion.state must be a local file path", hint="e.g. .medallion/state.duckdb")
@@ -372,7 +382,16 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         executor=executor,
         incremental=incremental,
         quality=quality,
+        layer_tag=_layer_tag(med.get("layer"), path),
     )
+
+
+def _layer_tag(value: Any, path: Path) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ConfigError(f"{path}: medallion.layer must be a layer name such as silver, got {value!r}")
+    return value
 
 
 def _load_incremental(
@@ -556,15 +575,4 @@ def _check_one_writer_per_table(layers: tuple[LayerConfig, ...]) -> None:
             raise ConfigError(
                 f"layers {other!r} and {layer.name!r} both write table {layer.target.table!r}",
                 hint="give each layer its own medallion.target.table",
-            )
-
-
-def _check_dependency_order(layers: tuple[LayerConfig, ...]) -> None:
-    producer = {layer.target.table: i for i, layer in enumerate(layers)}
-    for i, layer in enumerate(layers):
-        src = layer.source.table
-        if src is not None and producer.get(src, -1) >= i:
-            raise ConfigError(
-                f"layer {layer.name!r} reads {src!r}, which is written by a later layer",
-                hint="order medallion.layers in conf/project.yml so producers come first",
             )
