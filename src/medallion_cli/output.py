@@ -94,6 +94,11 @@ class Output:
         self.out.file.write(json.dumps(data, indent=2, default=_json_default) + "\n")
         self.out.file.flush()
 
+    def text(self, text: str) -> None:
+        """Rendered text (a diagram, a listing) on stdout, as it is."""
+        self.out.file.write(text)
+        self.out.file.flush()
+
     def report(self, data: Any, tables: list[Table]) -> None:
         """The one JSON document with ``--json``, else the tables for people."""
         if self.json_mode:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from medallion_cli import __version__
+from medallion_cli.cli import dag as dag_cmd
 from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
@@ -40,6 +41,7 @@ app.command("run", epilog=EPILOG)(run_cmd.run)
 app.command("quality", epilog=EPILOG)(quality_cmd.quality)
 app.command("check", epilog=EPILOG)(quality_cmd.check)
 app.command("verify", epilog=EPILOG)(verify_cmd.verify)
+app.command("dag", epilog=EPILOG)(dag_cmd.dag)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))
