@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from medallion_cli.errors import MedallionError
 from medallion_cli.timeparse import iso_utc
 
 if TYPE_CHECKING:
@@ -120,7 +121,8 @@ class DagView:
                 doc["exists"] = last is not None
                 doc["last_commit"] = last.to_dict() if last else None
             tables.append(doc)
-        return {"project": self.project, "layers": {k: list(v) for k, v in self.layers.items()}, "tables": tables,
+        return {"project": self.project,
+                "layers": [{"layer": k, "tables": list(v)} for k, v in self.layers.items()], "tables": tables,
                 "edges": [{"from": e.source, "to": e.target, "kind": e.kind, "contract": e.contract, "label": e.label}
                           for e in self.edges]}
 
@@ -147,18 +149,26 @@ def _dag_edge(project: Project, node: Node, edge: Edge) -> DagEdge:
 def last_commit(project: Project, table: str) -> LastCommit | None:
     """The newest commit of a project table, or None when it does not exist yet.
 
-    Cheap: the snapshot is loaded without its file list and only the last history entry is read.
+    Only the last history entry is read (no data file, no older commit).
     """
-    from deltalake import DeltaTable
-
     from medallion_cli.commits import commits_since
+    from medallion_cli.delta import TableRef, open_table
 
     uri, store = project.table_uri(table), project.storage
     if not store.is_table(uri):
         return None
-    dt = store.call(lambda: DeltaTable(uri, storage_options=store.delta(uri), without_files=True),
-                    what=f"opening {uri}", uri=uri)
-    commits = store.call(lambda: commits_since(dt, dt.version() - 1), what=f"reading the log of {uri}", uri=uri)
+    ref = TableRef(table, uri, None, store)
+    dt = open_table(ref)  # delta-rs errors (a corrupt log) become one clear line
+    try:
+        commits = store.call(lambda: commits_since(dt, dt.version() - 1), what=f"reading the log of {uri}", uri=uri)
+    except MedallionError:
+        raise
+    except Exception as exc:  # delta-rs raises several types for an unreadable commit
+        from medallion_cli.delta import TableError
+        from medallion_cli.storage import first_line
+
+        raise TableError(f"cannot read the last commit of {table}: {first_line(exc)}",
+                         hint="the table's _delta_log may be corrupt; `medallion history TABLE` shows what is readable") from None
     if not commits:
         return None
     c = commits[-1]
@@ -171,7 +181,10 @@ def status_text(last: LastCommit | None) -> str:
     if last is None:
         return "never run"
     when = f" at {iso_utc(last.time.replace(microsecond=0))}" if last.time else ""
-    who = f", run {last.run_id}" if last.run_id else " (not a medallion run)"
+    if last.run_id:
+        who = f", run {last.run_id}"
+    else:  # `medallion optimize` marks its commits with a mode and no run; other engines with nothing
+        who = f", medallion {last.mode}" if last.mode else " (not written by medallion)"
     return f"v{last.version} {last.operation or '?'}{when}{who}"
 
 
