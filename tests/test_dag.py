@@ -262,3 +262,16 @@ def test_a_corrupt_log_fails_text_cleanly_and_diagrams_do_not_read_the_lake(ran_
         assert r.stdout == ""
     for fmt in ("mermaid", "dot"):
         assert "silver_events" in dag(ran_project, "-f", fmt)
+
+
+def test_last_run_of_tables_on_s3(s3, tmp_path):
+    r = medallion("init", "shop", "--directory", tmp_path, "--storage", "s3", "--bucket", "lake-bucket", "-q")
+    assert r.exit_code == 0, r
+    project = tmp_path / "shop"
+    assert status_lines(dag(project)) == {t: "never run" for t in TABLES}
+    r = medallion("run", "bronze", "-C", project, "--json", "-q")
+    assert r.exit_code == 0, r
+    run_id = json.loads(r.stdout)["run_id"]
+    doc = json.loads(dag(project, "--json"))
+    assert [(t["table"], t["exists"], (t["last_commit"] or {}).get("run_id")) for t in doc["tables"]] == [
+        ("bronze_events", True, run_id), ("silver_events", False, None), ("gold_daily_sales", False, None)]
