@@ -149,7 +149,7 @@ def _dag_edge(project: Project, node: Node, edge: Edge) -> DagEdge:
 def last_commit(project: Project, table: str) -> LastCommit | None:
     """The newest commit of a project table, or None when it does not exist yet.
 
-    Only the last history entry is read (no data file, no older commit).
+    Reads the log only (no data file) and asks it for the last history entry alone.
     """
     from medallion_cli.commits import commits_since
     from medallion_cli.delta import TableRef, open_table
