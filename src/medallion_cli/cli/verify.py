@@ -56,8 +56,8 @@ def verify(
     def started(layer) -> None:
         out.status("rebuild", f"{layer.name} → {layer.target.table} (scratch)")
 
-    result = verify_project(project, names or [], exclude=exclude or [], tolerance=tolerance, scratch_parent=scratch, keep_scratch=keep_scratch,
-                            examples=examples, on_layer_start=started)
+    result = verify_project(project, names or [], exclude=exclude or [], tolerance=tolerance, scratch_parent=scratch,
+                            keep_scratch=keep_scratch, examples=examples, on_layer_start=started)
     if result.scratch:
         out.info(f"scratch lake kept in {result.scratch}")
     out.report(result.to_dict(), verify_tables(result))
