@@ -28,7 +28,7 @@ def assert_clean_error(r, code: ExitCode, *fragments: str) -> None:
 
 def test_unknown_layer(project):
     r = medallion("run", "platinum", "-C", project)
-    assert_clean_error(r, ExitCode.USAGE, "unknown layer 'platinum'", "bronze, silver, gold")
+    assert_clean_error(r, ExitCode.USAGE, "unknown table or layer 'platinum'", "bronze, silver, gold")
 
 
 def test_malformed_yaml_names_file_and_line(project):

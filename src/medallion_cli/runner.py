@@ -24,9 +24,11 @@ from medallion_cli.errors import MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
 from medallion_cli.checks import preflight_targets
 from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
+from medallion_cli.graph import project_graph
 from medallion_cli.incremental import LayerPlan, Window, plan_layer
 from medallion_cli.locks import layer_lock
 from medallion_cli.project import LayerConfig, Project, check_target_columns
+from medallion_cli.selection import SelectionSpec, parse_selection, select_tables
 from medallion_cli.sources import SOURCE_FILE_COLUMN
 from medallion_cli.state import StateStore
 from medallion_cli.timeparse import iso_utc
@@ -107,30 +109,36 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def select_layers(project: Project, names: Sequence[str]) -> list[LayerConfig]:
-    """The named layers (or ``all``) in the project's dependency order."""
-    if not names:
-        raise UsageError("name the layers to run", hint=f"e.g. `medallion run all` or `medallion run {project.layer_names[0]}`")
-    known = project.layer_names
-    if "all" in names:
-        return list(project.layers)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UsageError(
-            f"unknown layer {unknown[0]!r}",
-            hint=f"known layers: {', '.join(known)} (or `all`)",
-        )
-    return [layer for layer in project.layers if layer.name in set(names)]
+def select_layers(project: Project, names: Sequence[str] | SelectionSpec, exclude: Sequence[str] = ()) -> list[LayerConfig]:
+    """The pipelines whose tables the selectors name, in run order (producers first).
+
+    ``names`` are selectors (``all``, a layer tag, a table or pipeline name, ``name+``,
+    ``+name``; see :mod:`medallion_cli.selection`) or an already parsed spec; ``exclude``
+    selectors are removed after.
+    """
+    if not isinstance(names, SelectionSpec):
+        if not names:
+            raise UsageError("name the layers to run",
+                             hint=f"e.g. `medallion run all` or `medallion run {project.layer_names[0]}`")
+        names = parse_selection(names, exclude)
+    by_table = {layer.target.table: layer for layer in project.layers}
+    return [by_table[table] for table in select_tables(project_graph(project), names)]
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``key=value`` strings to a dict; values typed by YAML (``7`` int, ``[a, b]`` list)."""
+    """``key=value`` strings to a dict; values typed by YAML (``7`` int, ``[a, b]`` list).
+
+    A key may be scoped to one pipeline or table: ``gold_daily_sales.rolling_window_days``
+    (kept as written; :func:`layer_overrides` splits it).
+    """
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {pair!r} is not KEY=VALUE", hint="e.g. --set rolling_window_days=14")
+        scope, name = split_override_key(key)
+        if not sep or not key or not name or scope == "":
+            raise UsageError(f"--set {pair!r} is not KEY=VALUE or TABLE.KEY=VALUE",
+                             hint="e.g. --set rolling_window_days=14 or --set gold_daily_sales.rolling_window_days=14")
         try:
             overrides[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -138,20 +146,62 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return overrides
 
 
+def split_override_key(key: str) -> tuple[str | None, str]:
+    """``scope.name`` to ``(scope, name)``; an unscoped key has scope None. Input names hold
+    no dot, so the last dot splits (a table named by a path may hold dots)."""
+    scope, dot, name = key.rpartition(".")
+    return (scope, name) if dot else (None, key)
+
+
+def _scoped_to(layer: LayerConfig, scope: str) -> bool:
+    return scope in (layer.name, layer.target.table)
+
+
+def layer_overrides(layer: LayerConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides one pipeline sees: unscoped keys, then the keys scoped to its
+    pipeline or table name (which win)."""
+    picked = {k: v for k, v in overrides.items() if split_override_key(k)[0] is None}
+    for key, value in overrides.items():
+        scope, name = split_override_key(key)
+        if scope is not None and _scoped_to(layer, scope):
+            picked[name] = value
+    return picked
+
+
 def check_overrides(layers: Sequence[LayerConfig], overrides: dict[str, Any]) -> None:
-    """Every override must be an input (or write setting) of at least one selected layer."""
+    """Every unscoped override must be an input (or write setting) of at least one selected
+    pipeline; a scoped one must name a selected pipeline (or its table) that declares it."""
     known = set(WRITE_OVERRIDES)
     for layer in layers:
         known.update(layer.inputs)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UsageError(
-            f"unknown --set key {unknown[0]!r} for layer(s) {', '.join(l.name for l in layers)}",
-            hint=f"known keys: {', '.join(sorted(known))}",
-        )
-    size = overrides.get("target_file_size_mb")
-    if "target_file_size_mb" in overrides and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise UsageError("--set target_file_size_mb must be a positive integer")
+    names = ", ".join(l.name for l in layers)
+    for key in overrides:
+        scope, name = split_override_key(key)
+        if scope is None:
+            if name not in known:
+                raise UsageError(f"unknown --set key {name!r} for layer(s) {names}",
+                                 hint=f"known keys: {', '.join(sorted(known))}")
+            continue
+        targets = [l for l in layers if _scoped_to(l, scope)]
+        if not targets:
+            raise UsageError(f"--set {key}: {scope!r} is not a selected table or pipeline",
+                             hint=f"selected: {', '.join(t for l in layers for t in dict.fromkeys((l.name, l.target.table)))}")
+        for layer in targets:
+            declared = set(WRITE_OVERRIDES) | set(layer.inputs)
+            if name not in declared:
+                raise UsageError(f"unknown --set key {name!r} for {scope!r}", hint=f"its keys: {', '.join(sorted(declared))}")
+    for layer in layers:  # scoped by pipeline and by table name, with two values
+        given: dict[str, str] = {}
+        for key, value in overrides.items():
+            scope, name = split_override_key(key)
+            if scope is not None and _scoped_to(layer, scope):
+                if name in given and overrides[given[name]] != value:
+                    raise UsageError(f"--set {given[name]} and --set {key} give {layer.name!r} two values", hint="set it once")
+                given[name] = key
+    for key, size in overrides.items():
+        if split_override_key(key)[1] == "target_file_size_mb" and (
+                not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise UsageError(f"--set {key} must be a positive integer")
     _check_override_types(layers, overrides)
 
 
@@ -161,7 +211,8 @@ def _check_override_types(layers: Sequence[LayerConfig], overrides: dict[str, An
     from medallion_cli.flow import dag_inputs, input_type_ok, type_name
 
     for layer in layers:
-        keys = [k for k in overrides if k in layer.inputs]
+        mine = layer_overrides(layer, overrides)
+        keys = [k for k in mine if k in layer.inputs]
         if not keys:
             continue
         module = layer.config_path.parents[2] / "pipelines" / f"{layer.name}.py"
@@ -170,10 +221,13 @@ def _check_override_types(layers: Sequence[LayerConfig], overrides: dict[str, An
         except (Exception, SystemExit):  # noqa: BLE001 - a module that does not import fails its layer with its own error
             continue
         for key in keys:
-            if key in declared and not input_type_ok(declared[key], overrides[key]):
-                value = overrides[key]
+            if key in declared and not input_type_ok(declared[key], mine[key]):
+                value = mine[key]
+                given = next((k for k in overrides if split_override_key(k)[1] == key
+                              and _scoped_to(layer, split_override_key(k)[0] or layer.name)
+                              and overrides[k] == value), key)
                 raise UsageError(
-                    f"--set {key}={value!r}: layer {layer.name!r} expects {type_name(declared[key])}, got {type(value).__name__}",
+                    f"--set {given}={value!r}: layer {layer.name!r} expects {type_name(declared[key])}, got {type(value).__name__}",
                     hint=f"the value is read as YAML: --set {key}=... needs type {type_name(declared[key])} (default: {layer.inputs[key]!r})",
                 )
 
@@ -203,7 +257,7 @@ class RunOptions:
 
 def run_project(
     project: Project,
-    layer_names: Sequence[str],
+    layer_names: Sequence[str] | SelectionSpec,
     *,
     options: RunOptions = RunOptions(),
     on_layer_start: Callable[[LayerConfig], None] | None = None,
@@ -253,7 +307,7 @@ def _retries(project: Project) -> int:
     return project.storage.retries if project.storage is not None else 0
 
 
-def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOptions = RunOptions()) -> list[LayerPlan]:
+def plan_project(project: Project, layer_names: Sequence[str] | SelectionSpec, *, options: RunOptions = RunOptions()) -> list[LayerPlan]:
     """What each selected layer would read and write now, without running anything.
 
     The chain is planned, not each layer against today's tables: a layer whose source is
@@ -268,7 +322,8 @@ def plan_project(project: Project, layer_names: Sequence[str], *, options: RunOp
     plans = []
     changing: dict[str, str] = {}  # table -> the layer that writes it in this run
     for layer in layers:
-        inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
+        overrides = layer_overrides(layer, options.overrides)
+        inputs = {k: overrides.get(k, v) for k, v in layer.inputs.items()}
         upstream = changing.get(str(layer.source.table)) if layer.source.table else None
         try:
             plan = plan_layer(project, layer, store, started=started, inputs=inputs, window=options.window,
@@ -354,7 +409,8 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     _crash_point(layer, "locked")
     if layer.incremental is not None:
         sync_layer(project, layer, store, run_id=ctx.run_id)
-    inputs = {k: options.overrides.get(k, v) for k, v in layer.inputs.items()}
+    overrides = layer_overrides(layer, options.overrides)
+    inputs = {k: overrides.get(k, v) for k, v in layer.inputs.items()}
     plan = plan_layer(project, layer, store, started=ctx.started, inputs=inputs, window=options.window,
                       full_refresh=options.full_refresh, reference=options.reference)
     warnings = [f"ignored {name}: not parquet, CSV or JSON lines" for name in plan.ignored] + plan.warnings
@@ -425,7 +481,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         predicate=plan.predicate,
         app_transaction=(app_id(target.table), wm[1]) if wm else None,
         replace_schema=plan.kind == "full_refresh",
-        target_file_size_mb=options.overrides.get("target_file_size_mb"),
+        target_file_size_mb=overrides.get("target_file_size_mb"),
         storage=storage,
     )
     _crash_point(layer, "committed")

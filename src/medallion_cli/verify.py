@@ -124,37 +124,43 @@ class VerifyResult:
 
 
 # -- selection ------------------------------------------------------------------------
-def select(project: Project, names: Sequence[str]) -> list[LayerConfig]:
-    """Layers whose tables to compare: by layer or table name, ``all`` (or nothing) for every one."""
-    from medallion_cli.quality import QUARANTINE_SUFFIX
+def select(project: Project, names: Sequence[str], exclude: Sequence[str] = ()) -> list[LayerConfig]:
+    """Pipelines whose tables to compare, in run order: selectors as for ``medallion run``
+    (nothing means ``all``); ``<table>__quarantine`` names its table."""
+    from medallion_cli.graph import project_graph
+    from medallion_cli.selection import SelectionSpec, parse_selection, select_tables
 
-    if not names or "all" in names:
-        return list(project.layers)
-    chosen: set[str] = set()
-    for name in names:
-        base = name.removesuffix(QUARANTINE_SUFFIX)
-        match = [l.name for l in project.layers if base in (l.name, l.target.table)]
-        if not match:
-            known = [*project.layer_names, *(l.target.table for l in project.layers)]
-            raise UsageError(f"unknown table or layer {name!r}", hint=f"known: {', '.join(known)} (or `all`)")
-        chosen.update(match)
-    return [l for l in project.layers if l.name in chosen]
+    graph = project_graph(project)
+    spec = parse_selection(names or ["all"], exclude)
+    spec = SelectionSpec(tuple(_unquarantined(graph, s) for s in spec.include),
+                         tuple(_unquarantined(graph, s) for s in spec.exclude))
+    by_table = {l.target.table: l for l in project.layers}
+    return [by_table[t] for t in select_tables(graph, spec)]
+
+
+def _unquarantined(graph: Any, selector: Any) -> Any:
+    """``silver_events__quarantine`` (or ``silver__quarantine``) selects what its base names."""
+    from dataclasses import replace
+
+    from medallion_cli.quality import QUARANTINE_SUFFIX
+    from medallion_cli.selection import known_names
+
+    base = selector.value.removesuffix(QUARANTINE_SUFFIX)
+    names, pipelines = known_names(graph)
+    if base != selector.value and base in names + pipelines:
+        return replace(selector, value=base)
+    return selector
 
 
 def upstream(project: Project, layers: Sequence[LayerConfig]) -> list[LayerConfig]:
-    """The layers plus every layer whose table they read, transitively, in project order."""
-    by_table = {l.target.table: l for l in project.layers}
-    needed: set[str] = set()
-    todo = list(layers)
-    while todo:
-        layer = todo.pop()
-        if layer.name in needed:
-            continue
-        needed.add(layer.name)
-        source = by_table.get(str(layer.source.table)) if layer.source.table else None
-        if source is not None:
-            todo.append(source)
-    return [l for l in project.layers if l.name in needed]
+    """The layers plus every layer whose table they read, transitively, in run order."""
+    from medallion_cli.graph import project_graph
+
+    graph = project_graph(project)
+    needed = {l.target.table for l in layers}
+    for layer in layers:
+        needed |= graph.upstream(layer.target.table)
+    return [l for l in project.layers if l.target.table in needed]
 
 
 # -- the scratch project --------------------------------------------------------------
@@ -194,6 +200,7 @@ def verify_project(
     project: Project,
     names: Sequence[str],
     *,
+    exclude: Sequence[str] = (),
     tolerance: float = DEFAULT_TOLERANCE,
     scratch_parent: Path | None = None,
     keep_scratch: bool = False,
@@ -201,16 +208,19 @@ def verify_project(
     on_layer_start: Callable[[LayerConfig], None] | None = None,
     on_layer_done: Callable[[Any], None] | None = None,
 ) -> VerifyResult:
-    """Rebuild the named tables (and their upstream layers) in a scratch lake and compare.
+    """Rebuild the selected tables (and their upstream layers) in a scratch lake and compare.
+
+    ``names`` and ``exclude`` are selectors, as for ``medallion run`` (nothing means all).
 
     Reads the live tables; writes only under the scratch directory, which is removed
     afterwards unless ``keep_scratch``.
     """
     from medallion_cli.runner import RunFailedError, RunOptions, run_project
+    from medallion_cli.selection import SelectionSpec, Selector
 
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise UsageError(f"--tolerance must be a finite number >= 0, got {tolerance}", hint="e.g. --tolerance 1e-9")
-    layers = select(project, names)
+    layers = select(project, names, exclude)
     rebuild = upstream(project, layers)
     if scratch_parent is not None:
         scratch_parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +230,8 @@ def verify_project(
         twin = scratch_project(project, scratch)
         options = RunOptions(full_refresh=True, reference=project)
         try:
-            run_project(twin, [l.name for l in rebuild], options=options, on_layer_start=on_layer_start,
+            rebuilt = SelectionSpec(tuple(Selector(l.target.table, "table") for l in rebuild))
+            run_project(twin, rebuilt, options=options, on_layer_start=on_layer_start,
                         on_layer_done=on_layer_done)
         except RunFailedError as exc:
             err = MedallionError(f"the recompute failed, nothing was compared: {exc.message}", exc.hint)

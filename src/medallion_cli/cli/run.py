@@ -10,10 +10,21 @@ from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, S
 
 
 def run(
-    layers: Annotated[list[str], typer.Argument(help="Layers to run (e.g. bronze silver), or `all`.", show_default=False, metavar="LAYER...")],
+    layers: Annotated[
+        list[str],
+        typer.Argument(help="What to run: `all`, a layer (silver), a table (silver_events), a pipeline; NAME+ adds "
+                       "everything downstream, +NAME everything upstream.", show_default=False, metavar="SELECTOR..."),
+    ],
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out what this selector names (same grammar). Repeatable.",
+                     show_default=False, metavar="SELECTOR"),
+    ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override a pipeline input for this run: KEY=VALUE (YAML-typed). Repeatable.", show_default=False),
+        typer.Option("--set", "-s", help="Override a pipeline input for this run: KEY=VALUE (YAML-typed), every selected "
+                     "pipeline that declares KEY; TABLE.KEY=VALUE for one pipeline (or its table). Repeatable.",
+                     show_default=False),
     ] = None,
     executor: Annotated[
         str | None,
@@ -42,17 +53,24 @@ def run(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Run layers in dependency order, each processing only what is new.
+    """Run the selected tables in dependency order, each processing only what is new.
 
-    Example: medallion run all · medallion run gold --set rolling_window_days=14 ·
+    Selectors (dbt's grammar): `all`, a layer tag (`silver`: every table tagged silver), a
+    table (`silver_events`) or pipeline name, `NAME+` (and everything downstream), `+NAME`
+    (and everything upstream), `+NAME+`; several are a union, `--exclude` removes after.
+
+    Example: medallion run all · medallion run silver_events+ --exclude gold ·
+    medallion run gold --set gold_daily_sales.rolling_window_days=14 ·
     medallion run silver --since 2024-01-01 --until 2024-02-01
     """
     from medallion_cli.incremental import Window
     from medallion_cli.output import plan_table, run_table
     from medallion_cli.runner import RunOptions, count_rows, parse_overrides, plan_project, run_project
+    from medallion_cli.selection import parse_selection
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     project = load(project_dir, storage_option)
+    selection = parse_selection(layers, exclude or [])
     window = Window.parse(since, until)
     options = RunOptions(
         overrides=parse_overrides(set_ or []),
@@ -66,7 +84,7 @@ def run(
         out.info(f"backfill window {window.describe()} (UTC)")
 
     if plan_only or full_refresh:
-        plans = plan_project(project, layers, options=options)
+        plans = plan_project(project, selection, options=options)
         rows = {p.layer.name: count_rows(project, p) for p in plans}
         if json_mode and plan_only:
             out.json({"plan": [{**p.to_dict(), "source_rows": rows[p.layer.name]} for p in plans]})
@@ -95,7 +113,7 @@ def run(
             version = "no new version" if layer.version is None else f"version {layer.version}"
             out.status(layer.status, f"{layer.layer}: {layer.window}: {rows} rows, {version}, {layer.duration_s:.2f}s")
 
-    result = run_project(project, layers, options=options, on_layer_start=started, on_layer_done=finished)
+    result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished)
     if result.storage_retries:
         out.warn(f"{result.storage_retries} transient object-store fault(s) were retried")
     if json_mode:

@@ -13,8 +13,14 @@ from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, S
 def verify(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Tables or layers to verify (default: all); upstream layers are rebuilt too.",
-                       show_default=False, metavar="TABLE|LAYER"),
+        typer.Argument(help="What to verify (default: all), selected as by `medallion run`: a table, a layer, "
+                       "NAME+, +NAME, or <table>__quarantine; upstream tables are rebuilt too.",
+                       show_default=False, metavar="SELECTOR..."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out what this selector names (same grammar). Repeatable.",
+                     show_default=False, metavar="SELECTOR"),
     ] = None,
     tolerance: Annotated[
         float,
@@ -37,7 +43,8 @@ def verify(
     Exit 0 when every table is equal, 3 when one differs. The live lake and state file are
     only read.
 
-    Example: medallion verify silver --json · medallion verify --tolerance 1e-6 --keep-scratch
+    Example: medallion verify silver --json · medallion verify silver_events+ --exclude gold ·
+    medallion verify --tolerance 1e-6 --keep-scratch
     """
     from medallion_cli.errors import QualityError
     from medallion_cli.output import verify_tables
@@ -49,8 +56,8 @@ def verify(
     def started(layer) -> None:
         out.status("rebuild", f"{layer.name} → {layer.target.table} (scratch)")
 
-    result = verify_project(project, names or [], tolerance=tolerance, scratch_parent=scratch, keep_scratch=keep_scratch,
-                            examples=examples, on_layer_start=started)
+    result = verify_project(project, names or [], exclude=exclude or [], tolerance=tolerance, scratch_parent=scratch,
+                            keep_scratch=keep_scratch, examples=examples, on_layer_start=started)
     if result.scratch:
         out.info(f"scratch lake kept in {result.scratch}")
     out.report(result.to_dict(), verify_tables(result))
