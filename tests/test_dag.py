@@ -236,7 +236,7 @@ def test_quiet_keeps_the_data_and_stderr_empty(ran_project):
 def test_unknown_name_is_refused_listing_tables_and_layers(project):
     r = medallion("dag", "-C", project, "silver", "platinum")
     assert_clean_error(r, ExitCode.USAGE, "unknown table or layer 'platinum'", "bronze_events, silver_events",
-                       "layers: bronze, silver, gold")
+                       "known layers and tables: bronze, silver, gold, bronze_events")
     assert r.stdout == ""
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from medallion_cli.cli.options import DebugOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, load, setup
-
-if TYPE_CHECKING:
-    from medallion_cli.graph import TableGraph
 
 
 class DagFormat(str, Enum):
@@ -20,33 +17,15 @@ class DagFormat(str, Enum):
     json = "json"
 
 
-def select_tables(graph: TableGraph, names: list[str]) -> list[str]:
-    """Table names, layer names or ``all`` (the default) to the tables they mean, in run order.
-
-    Stand-in until the selection grammar (``name+``, ``+name``, ...) lands: swap this
-    function for it.
-    """
-    from medallion_cli.errors import UsageError
-
-    if not names or "all" in names:
-        return list(graph.tables)
-    layers = graph.layers
-    chosen: set[str] = set()
-    for name in names:
-        if name in graph.tables:
-            chosen.add(name)
-        elif name in layers:
-            chosen.update(layers[name])
-        else:
-            raise UsageError(f"unknown table or layer {name!r}",
-                             hint=f"tables: {', '.join(graph.tables)}; layers: {', '.join(layers)}; or all")
-    return graph.ordered(chosen)
-
-
 def dag(
     selection: Annotated[
         list[str] | None,
-        typer.Argument(help="Tables or layers to show (default: all).", show_default=False, metavar="SELECTION"),
+        typer.Argument(help="Selectors as for `run`: tables, layers, NAME+, +NAME (default: all).", show_default=False,
+                       metavar="SELECTOR..."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out what this selector selects. Repeatable.", show_default=False),
     ] = None,
     fmt: Annotated[
         DagFormat,
@@ -67,6 +46,7 @@ def dag(
     from medallion_cli.dagviews import dag_view, render
     from medallion_cli.errors import UsageError
     from medallion_cli.graph import project_graph
+    from medallion_cli.selection import select
 
     if json_mode and fmt not in (DagFormat.json, DagFormat.text):
         raise UsageError(f"--json and --format {fmt.value} ask for two formats", hint="pass one of them")
@@ -74,7 +54,7 @@ def dag(
     out = setup(json_mode=fmt is DagFormat.json, quiet=quiet, debug=debug)
     project = load(project_dir, storage_option)
     graph = project_graph(project)
-    tables = select_tables(graph, selection or [])
+    tables = select(graph, selection or ["all"], exclude or [])
     view = dag_view(project, graph, tables, with_status=fmt in (DagFormat.text, DagFormat.json))
     rendered = render(view, fmt.value)
     if isinstance(rendered, dict):
