@@ -94,10 +94,9 @@ class DagView:
 
     @property
     def layers(self) -> dict[str, tuple[str, ...]]:
-        found: dict[str, list[str]] = {}
-        for n in self.nodes:
-            found.setdefault(n.layer, []).append(n.table)
-        return {k: tuple(v) for k, v in found.items()}
+        from medallion_cli.graph import by_layer
+
+        return by_layer(self.nodes)
 
     def inputs(self, table: str) -> tuple[DagEdge, ...]:
         return tuple(e for e in self.edges if e.target == table)

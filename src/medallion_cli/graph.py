@@ -64,10 +64,7 @@ class TableGraph:
     @property
     def layers(self) -> dict[str, tuple[str, ...]]:
         """Layer tag to its tables, tags in the order their first table runs."""
-        found: dict[str, list[str]] = {}
-        for n in self.nodes:
-            found.setdefault(n.layer, []).append(n.table)
-        return {k: tuple(v) for k, v in found.items()}
+        return by_layer(self.nodes)
 
     def parents(self, table: str) -> tuple[str, ...]:
         return tuple(e.source for e in self.node(table).inputs if e.kind == "table" and e.source in self.tables)
@@ -90,6 +87,14 @@ class TableGraph:
 
     def to_dict(self) -> dict[str, Any]:
         return {"tables": [n.to_dict() for n in self.nodes], "layers": {k: list(v) for k, v in self.layers.items()}}
+
+
+def by_layer(nodes: Iterable[Node]) -> dict[str, tuple[str, ...]]:
+    """Layer tag to its tables, in the nodes' order."""
+    found: dict[str, list[str]] = {}
+    for n in nodes:
+        found.setdefault(n.layer, []).append(n.table)
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def _closure(start: str, step) -> set[str]:
