@@ -24,10 +24,11 @@ def test_show_lists_every_incremental_table(ran_project):
     assert silver["column"] == "_ingested_at" and silver["value"].endswith("Z")
     assert silver["run_id"] and silver["updated_at"].endswith("Z")
     assert found["gold_daily_sales"]["value"] == "0"  # silver version processed
-    assert set(silver) == {"table", "column", "value", "value_int", "delta_version", "updated_at", "run_id", "files_ingested"}
+    assert set(silver) == {"table", "column", "value", "value_int", "delta_version", "updated_at", "run_id", "files_ingested", "input"}
     assert silver["files_ingested"] is None and found["bronze_events"]["files_ingested"] == 3
-    r = medallion("watermark", "show", "silver", "-C", ran_project)  # a layer name works too
-    assert r.exit_code == 0 and "silver_events" in r.stdout and "bronze_events" not in r.stdout
+    assert silver["input"] == "bronze_events" and found["bronze_events"]["input"] == "landing"
+    r = medallion("watermark", "show", "silver", "-C", ran_project, "--json")  # a layer name works too
+    assert r.exit_code == 0 and [w["table"] for w in json.loads(r.stdout)["watermarks"]] == ["silver_events"]
 
 
 def test_set_moves_the_window_and_is_audited(ran_project):

@@ -24,7 +24,7 @@ class Edge:
     name: str  # the DAG input that receives it
     source: str  # a table name, or the landing path
     kind: str  # table | landing
-    contract: str  # files | watermark | partitions | full
+    contract: str  # files | watermark | partitions | full | snapshot
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "kind": self.kind, "contract": self.contract}
@@ -115,7 +115,9 @@ def node_of(layer: LayerConfig) -> Node:
         edge = Edge(layer.source.input_name, str(layer.source.landing), "landing", contract)
     else:
         edge = Edge(layer.source.input_name, str(layer.source.table), "table", contract)
-    return Node(layer.target.table, layer.name, layer.tag, (edge,), layer.target.mode)
+    snapshots = tuple(Edge(x.name, x.table, "table", "snapshot" if x.on_change == "recompute" else "snapshot, changes ignored")
+                      for x in layer.snapshots)
+    return Node(layer.target.table, layer.name, layer.tag, (edge, *snapshots), layer.target.mode)
 
 
 def build_graph(layers: Iterable[LayerConfig], *, where: str = "conf/pipelines") -> TableGraph:

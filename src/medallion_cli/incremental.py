@@ -76,6 +76,8 @@ class LayerPlan:
     started_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)
     file_times: dict[str, int] = field(default_factory=dict)  # landing file -> its _ingested_at (µs)
+    snapshot_versions: dict[str, int] = field(default_factory=dict)  # snapshot input -> version read
+    snapshot_frames: dict[str, Any] = field(default_factory=dict)  # snapshot input -> its frame
 
     @property
     def runs(self) -> bool:
@@ -96,6 +98,7 @@ class LayerPlan:
             "files_changed": self.files_changed,
             "files_skipped": self.files_skipped,
             "source_version": self.source_version,
+            "snapshot_versions": dict(self.snapshot_versions),
             "warnings": list(self.warnings),
         }
 
@@ -141,13 +144,26 @@ def plan_layer(
             plan.source, plan.warnings = scan.frame, [*landing.warnings, *scan.warnings]
         else:
             plan.source_version, plan.source = _scan_source(project, layer)
+        if layer.snapshots:
+            _read_snapshots(project, layer, plan)
         return plan
     current = store.watermark(layer.target.table)
     if inc.strategy == "files":
         return _plan_files(project, layer, store, current, started, window, full_refresh, reference)
     if inc.strategy == "watermark":
-        return _plan_watermark(project, layer, current, started, window, full_refresh)
-    return _plan_partitions(project, layer, current, started, inputs, window, full_refresh)
+        plan = _plan_watermark(project, layer, current, started, window, full_refresh)
+    else:
+        plan = _plan_partitions(project, layer, current, started, inputs, window, full_refresh)
+    if layer.snapshots:
+        changed = _read_snapshots(project, layer, plan)
+        if changed and not window and not full_refresh and plan.kind in ("incremental", "nothing"):
+            # A changed dimension can touch any row already written: rebuild it all.
+            again = plan_layer(project, layer, store, started=started, inputs=inputs, full_refresh=True)
+            _read_snapshots(project, layer, again)
+            again.kind = "full"
+            again.window = f"{again.window} (changed: {'; '.join(changed)})"
+            return again
+    return plan
 
 
 def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFrame]:
@@ -161,6 +177,42 @@ def _scan_source(project: Project, layer: LayerConfig) -> tuple[int, pl.LazyFram
         )
     version = storage.table(uri).version()
     return version, storage.scan_delta(uri, version=version)
+
+
+# -- snapshot inputs: dimensions read whole ---------------------------------------------------
+def snapshot_app_id(layer: LayerConfig, name: str) -> str:
+    """The app transaction that records which version of input ``name`` a commit read."""
+    from medallion_cli.commits import app_id
+
+    return f"{app_id(layer.target.table)}/{name}"
+
+
+def _read_snapshots(project: Project, layer: LayerConfig, plan: LayerPlan) -> list[str]:
+    """Pin each snapshot input at its current version; say which changed since the last commit.
+
+    The version a commit read is kept in the commit itself (an app transaction per input),
+    so this needs no state file and survives log cleanup.
+    """
+    storage = project.storage
+    target = project.table_uri(layer.target.table)
+    consumer = storage.table(target) if storage.is_table(target) else None
+    changed = []
+    for snap in layer.snapshots:
+        uri = project.table_uri(snap.table)
+        if not storage.is_table(uri):
+            raise UsageError(f"input table {snap.table!r} of {layer.target.table} does not exist yet ({uri})",
+                             hint="run the layer that writes it first, e.g. `medallion run all`")
+        version = storage.table(uri).version()
+        before = consumer.transaction_version(snapshot_app_id(layer, snap.name)) if consumer is not None else None
+        plan.snapshot_versions[snap.name] = version
+        plan.snapshot_frames[snap.name] = storage.scan_delta(uri, version=version)
+        if before is not None and before != version:
+            if snap.on_change == "recompute":
+                changed.append(f"{snap.table} version {before} → {version}")
+            else:
+                plan.warnings.append(f"{snap.table} changed (version {before} → {version}); on_change: ignore keeps "
+                                     f"the rows already in {layer.target.table}")
+    return changed
 
 
 # -- bronze: each landing file once -------------------------------------------------------

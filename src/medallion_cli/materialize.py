@@ -126,6 +126,7 @@ def write(
     mode: str | None = None,
     predicate: str | None = None,
     app_transaction: tuple[str, int] | None = None,
+    more_transactions: list[tuple[str, int]] = (),
     replace_schema: bool = False,
     target_file_size_mb: int | None = None,
     storage: Storage | None = None,
@@ -137,6 +138,8 @@ def write(
             table) or ``replace`` (the rows matching ``predicate``); default ``target.mode``.
         app_transaction: ``(app_id, version)`` stored in the same atomic commit as the
             data; the incremental watermark.
+        more_transactions: further ``(app_id, version)`` pairs for that commit (the
+            version of each snapshot input read).
         replace_schema: with ``mode="overwrite"``, the table takes the frame's schema
             (a full refresh rebuilds the table, so no stored value is cast).
 
@@ -167,7 +170,8 @@ def write(
     schema_mode = "overwrite" if replace_schema and mode == "overwrite" else ("merge" if added else None)
     metadata, done = storage.write_guard(uri, metadata, exists=exists)  # a retry first checks whether the write landed
     app_transaction = app_transaction or (write_app_id(target.table), time.time_ns() // 1000)
-    txns = [Transaction(app_transaction[0], app_transaction[1])] if app_transaction else None
+    txns = [Transaction(app, version) for app, version in [*([app_transaction] if app_transaction else []),
+                                                          *more_transactions]] or None
     commit = CommitProperties(custom_metadata=metadata, app_transactions=txns)
     size = target_file_size_mb or target.target_file_size_mb
     common: dict[str, Any] = {

@@ -197,10 +197,11 @@ def _when(value: Any) -> str:
 
 
 def watermark_table(watermarks: list[Any]) -> Table:
-    table = _plain_table("watermarks", ["table", "column", "value", "files ingested", "delta version", "updated at", "run id"])
+    table = _plain_table("watermarks", ["table", "input", "column", "value", "files ingested", "delta version",
+                                        "updated at", "run id"])
     for w in watermarks:
-        table.add_row(w.table, w.column, w.value or "(none)", _num(w.files_ingested), _num(w.delta_version),
-                      _when(w.updated_at), w.run_id or "-")
+        table.add_row(w.table, w.input or "-", w.column, w.value or "(none)", _num(w.files_ingested),
+                      _num(w.delta_version), _when(w.updated_at), w.run_id or "-")
     return table
 
 

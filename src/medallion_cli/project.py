@@ -69,11 +69,32 @@ class SourceConfig:
     null_values: tuple[str, ...] = ("",)
     extra_columns: str = "ignore"
     settle: SettleRule = SettleRule()
+    name: str | None = None  # the DAG input's name, when given under medallion.inputs
 
     @property
     def input_name(self) -> str:
         """Name of the DAG input that receives the source frame."""
+        if self.name:
+            return self.name
         return "landing" if self.landing is not None else str(self.table)
+
+
+ON_CHANGE = ("recompute", "ignore")
+
+
+@dataclass(frozen=True)
+class SnapshotInput:
+    """A project table read whole, at its current version (a dimension).
+
+    ``on_change: recompute`` (default): when the table's version differs from the one the
+    consumer's last commit read, the consumer is rebuilt in full, so a changed dimension
+    row reaches every row it joins. ``ignore``: new runs read the current version, rows
+    already written keep what they joined with (for lookups that must not rewrite history).
+    """
+
+    name: str
+    table: str
+    on_change: str = "recompute"
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,11 @@ class LayerConfig:
     incremental: IncrementalConfig | None = None
     quality: Any = None  # quality.QualityConfig
     layer_tag: str | None = None  # medallion.layer: the layer it belongs to (default: its name)
+    snapshots: tuple[SnapshotInput, ...] = ()  # further inputs, read whole
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (self.source.input_name, *(s.name for s in self.snapshots))
 
     @property
     def tag(self) -> str:
@@ -353,7 +379,7 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     if not med:
         raise ConfigError(f"{path}: the `medallion:` section is missing", hint="see the project README for its keys")
 
-    source = _load_source(_mapping(med.get("source"), path, "medallion.source"), path)
+    source, incremental_section, snapshots = _load_inputs(med, path)
     output = med.get("output")
     if not isinstance(output, str) or not _IDENTIFIER.match(output):
         raise ConfigError(f"{path}: medallion.output must name the DAG node whose frame is written")
@@ -364,11 +390,11 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     target = replace(target, schema_evolution=evolution)
 
     inputs = _mapping(run.get("inputs"), path, "run.inputs")
-    clash = sorted(set(inputs) & {*RUNTIME_INPUTS, source.input_name})
+    clash = sorted(set(inputs) & {*RUNTIME_INPUTS, source.input_name, *(x.name for x in snapshots)})
     if clash:
         raise ConfigError(f"{path}: run.inputs may not set {', '.join(clash)}: medallion provides them")
     executor = _mapping(run.get("executor"), path, "run.executor").get("type")
-    incremental = _load_incremental(med.get("incremental"), path, source, target, inputs)
+    incremental = _load_incremental(incremental_section, path, source, target, inputs)
     from medallion_cli.quality import load_config as load_quality
 
     quality = load_quality(med.get("quality"), path)
@@ -383,7 +409,58 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         incremental=incremental,
         quality=quality,
         layer_tag=_layer_tag(med.get("layer"), path),
+        snapshots=snapshots,
     )
+
+
+def _load_inputs(med: dict[str, Any], path: Path) -> tuple[SourceConfig, Any, tuple[SnapshotInput, ...]]:
+    """``medallion.inputs`` (name: source), or the one-input shorthand ``source:`` + ``incremental:``.
+
+    Exactly one input is read incrementally (landing files, or a table with its own
+    ``incremental:`` or none); the others are tables with ``read: snapshot``.
+    """
+    if "inputs" not in med:
+        return _load_source(_mapping(med.get("source"), path, "medallion.source"), path), med.get("incremental"), ()
+    if "source" in med or "incremental" in med:
+        raise ConfigError(f"{path}: use either medallion.inputs or medallion.source (+ incremental), not both")
+    entries = _mapping(med.get("inputs"), path, "medallion.inputs")
+    if not entries:
+        raise ConfigError(f"{path}: medallion.inputs is empty", hint="name at least one input")
+    primary: list[tuple[str, dict[str, Any]]] = []
+    snapshots: list[SnapshotInput] = []
+    for name, spec in entries.items():
+        if not isinstance(name, str) or not _IDENTIFIER.match(name):
+            raise ConfigError(f"{path}: input name {name!r} is not a valid identifier (it is a DAG input)")
+        spec = _mapping(spec, path, f"medallion.inputs.{name}")
+        read = spec.get("read", "incremental")
+        if read == "snapshot":
+            unknown = sorted(set(spec) - {"table", "read", "on_change"})
+            if unknown:
+                raise ConfigError(f"{path}: medallion.inputs.{name}: unknown key {unknown[0]!r} for a snapshot input",
+                                  hint="keys: table, read, on_change")
+            table, on_change = spec.get("table"), spec.get("on_change", "recompute")
+            if not isinstance(table, str) or not table:
+                raise ConfigError(f"{path}: medallion.inputs.{name}: a snapshot input needs `table:`")
+            if on_change not in ON_CHANGE:
+                raise ConfigError(f"{path}: medallion.inputs.{name}.on_change must be one of {', '.join(ON_CHANGE)}")
+            snapshots.append(SnapshotInput(name, table, on_change))
+        elif read == "incremental":
+            primary.append((name, spec))
+        else:
+            raise ConfigError(f"{path}: medallion.inputs.{name}.read must be `incremental` (default) or `snapshot`")
+    if len(primary) != 1:
+        raise ConfigError(
+            f"{path}: medallion.inputs needs exactly one input that is not `read: snapshot`, found {len(primary)}"
+            + (f" ({', '.join(n for n, _ in primary)})" if primary else ""),
+            hint="mark dimensions read whole with `read: snapshot`",
+        )
+    name, spec = primary[0]
+    if snapshots and "landing" in spec:
+        raise ConfigError(f"{path}: snapshot inputs need the incremental input to be a table, not landing files",
+                          hint="join dimensions in silver or gold, after the landing files are in bronze")
+    incremental = spec.get("incremental")
+    source = replace(_load_source({k: v for k, v in spec.items() if k not in ("incremental", "read")}, path), name=name)
+    return source, incremental, tuple(snapshots)
 
 
 def _layer_tag(value: Any, path: Path) -> str | None:

@@ -25,7 +25,7 @@ from medallion_cli.commits import app_id, build_metadata
 from medallion_cli.checks import preflight_targets
 from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
 from medallion_cli.graph import project_graph
-from medallion_cli.incremental import LayerPlan, Window, plan_layer
+from medallion_cli.incremental import LayerPlan, Window, plan_layer, snapshot_app_id
 from medallion_cli.locks import layer_lock
 from medallion_cli.project import LayerConfig, Project, check_target_columns
 from medallion_cli.selection import SelectionSpec, parse_selection, select_tables
@@ -421,7 +421,8 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     storage = project.storage
     if ctx.fp_project is None:
         ctx.fp_project = load_flowerpower(project.root)
-    inputs.update({layer.source.input_name: plan.source, "run_id": ctx.run_id, "run_started_at": plan.started_at})
+    inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
+                   "run_started_at": plan.started_at})
     value = run_dag(
         ctx.fp_project,
         layer=layer.name,
@@ -480,6 +481,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         mode=plan.write_mode,
         predicate=plan.predicate,
         app_transaction=(app_id(target.table), wm[1]) if wm else None,
+        more_transactions=[(snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items()],
         replace_schema=plan.kind == "full_refresh",
         target_file_size_mb=overrides.get("target_file_size_mb"),
         storage=storage,

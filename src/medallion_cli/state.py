@@ -101,6 +101,7 @@ class Watermark:
     updated_at: datetime
     run_id: str | None
     files_ingested: int | None = None  # files strategy: all files recorded as ingested
+    input: str | None = None  # the input it belongs to (None: the table's incremental input)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +113,7 @@ class Watermark:
             "updated_at": _iso(self.updated_at),
             "run_id": self.run_id,
             "files_ingested": self.files_ingested,
+            "input": self.input,
         }
 
 

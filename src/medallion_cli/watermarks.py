@@ -64,8 +64,33 @@ def show(project: Project, name: str | None = None) -> list[Watermark]:
     store = synced_store(project, layers)
     by_files = {layer.target.table for layer in layers if layer.incremental.strategy == "files"}
     tables = {layer.target.table for layer in layers}
-    return [replace(w, files_ingested=len(store.ingested_files(w.table))) if w.table in by_files else w
-            for w in store.watermarks() if w.table in tables]
+    primary = {layer.target.table: layer.source.input_name for layer in layers}
+    found = [replace(w, input=primary[w.table],
+                     files_ingested=len(store.ingested_files(w.table)) if w.table in by_files else None)
+             for w in store.watermarks() if w.table in tables]
+    return found + [w for layer in layers for w in snapshot_marks(project, layer)]
+
+
+def snapshot_marks(project: Project, layer: LayerConfig) -> list[Watermark]:
+    """One line per snapshot input: the version of it the table's last commit read.
+
+    Read from the table's own Delta log (an app transaction per input), not the state file.
+    """
+    from datetime import timezone
+
+    from medallion_cli.incremental import snapshot_app_id
+
+    uri = project.table_uri(layer.target.table)
+    if not layer.snapshots or not project.storage.is_table(uri):
+        return []
+    dt = project.storage.table(uri)
+    when = datetime.fromtimestamp(dt.history(1)[0]["timestamp"] / 1000, tz=timezone.utc)
+    marks = []
+    for snap in layer.snapshots:
+        version = dt.transaction_version(snapshot_app_id(layer, snap.name))
+        marks.append(Watermark(layer.target.table, f"{snap.table} version (snapshot)", None if version is None else str(version),
+                               version, dt.version(), when, None, input=snap.name))
+    return marks
 
 
 def history(project: Project, name: str, limit: int | None = None) -> list[WatermarkChange]:
