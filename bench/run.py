@@ -56,7 +56,7 @@ def fresh_project(root: Path, landing_src: Path, name: str) -> Path:
     project = root / name
     shutil.rmtree(project, ignore_errors=True)
     subprocess.run([BIN / "medallion", "init", name, "--no-sample-data", "-q", "--directory", root], check=True)
-    landing = project / "data" / "landing"
+    landing = project / "data" / "landing" / "events"
     for f in landing_src.iterdir():
         link_into(f, landing)
     return project
@@ -78,7 +78,7 @@ def bench_incremental(rows: int, files: int, batch: int) -> dict:
     delta = incremental_batch(base, batch, seed=21)
     del base
     for path in write_files(delta, root / "batch", 1, "parquet", prefix="increment"):
-        link_into(path, project / "data" / "landing")
+        link_into(path, project / "data" / "landing" / "events")
     inc = measured([BIN / "medallion", "run", "all", "--json", "-q"], project)
     doc = json.loads(inc.pop("stdout"))
     inc["layers"] = {l["layer"]: {"s": l["duration_s"], "rows_in": l["rows_in"], "rows_out": l["rows_out"],
@@ -162,7 +162,7 @@ def bench_s3(rows: int, files: int) -> dict:
         subprocess.run([BIN / "medallion", "init", "s3proj", "--no-sample-data", "-q", "--directory", root,
                         "--storage", "s3", "--bucket", "bench"], check=True, env=env)
         for f in landing.iterdir():
-            link_into(f, root / "s3proj" / "data" / "landing")
+            link_into(f, root / "s3proj" / "data" / "landing" / "events")
         old = dict(os.environ)
         os.environ.update(server.env())
         try:

@@ -1,4 +1,4 @@
-"""Regenerate the sample landing files shipped in templates/events/data/landing/.
+"""Regenerate the sample landing files shipped in templates/events/data/landing/{events,customers}/.
 
 Deterministic (seeded). Run: python scripts/make_sample_data.py
 The files carry a few problems on purpose: exact duplicates, updated versions of an event,
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
-OUT = Path(__file__).resolve().parents[1] / "templates" / "events" / "data" / "landing"
+LANDING = Path(__file__).resolve().parents[1] / "templates" / "events" / "data" / "landing"
+OUT = LANDING / "events"
 REGIONS = ["north", "south", "east", "west"]
 TYPES = ["click", "view", "purchase", "purchase", "refund"]
 
@@ -74,5 +75,26 @@ def main() -> None:
     pl.DataFrame(c, schema=schema, orient="row").write_ndjson(OUT / "events_2024-01-11.jsonl")
 
 
+def customers() -> None:
+    """Customers 1-20 (users 21-24 have none: their sales count as "unknown"), then a later
+    file that moves two of them to another segment, lacks a segment for one (quarantined) and
+    carries a stale copy that must not win."""
+    rng = random.Random(7)
+    out = LANDING / "customers"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = ["customer_id,name,segment,country,updated_at"]
+    for cid in range(1, 21):
+        segment, country = rng.choice(["consumer", "business", "enterprise"]), rng.choice(["DE", "FR", "US", "JP"])
+        rows.append(f"{cid},Customer {cid},{segment},{country},2024-01-01T00:00:00Z")
+    (out / "customers_2024-01-01.csv").write_text("\n".join(rows) + "\n")
+    later = ["customer_id,name,segment,country,updated_at",
+             "3,Customer 3,enterprise,DE,2024-01-09T10:00:00Z",
+             "7,Customer 7 GmbH,enterprise,DE,2024-01-09T11:00:00Z",
+             "12,Customer 12,,US,2024-01-09T12:00:00Z",
+             "7,Customer 7,consumer,DE,2024-01-02T00:00:00Z"]
+    (out / "customers_2024-01-10.csv").write_text("\n".join(later) + "\n")
+
+
 if __name__ == "__main__":
     main()
+    customers()

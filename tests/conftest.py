@@ -72,7 +72,7 @@ def ran_project(project) -> Path:
     return project
 
 
-LANDING = Path(__file__).resolve().parents[1] / "templates" / "events" / "data" / "landing"
+LANDING = Path(__file__).resolve().parents[1] / "templates" / "events" / "data" / "landing" / "events"
 
 
 def python() -> str:
@@ -87,7 +87,7 @@ def add_landing_file(project: Path, name: str, rows: list[tuple] | None = None) 
     rows = rows or [("added-1", 5, "purchase", 10.0, "2024-01-03", "2024-01-03T12:00:00Z", "north")]
     lines = ["event_id,user_id,event_type,amount,event_date,updated_at,region"]
     lines += [",".join("" if v is None else str(v) for v in row) for row in rows]
-    path = project / "data" / "landing" / name
+    path = project / "data" / "landing" / "events" / name
     path.write_text("\n".join(lines) + "\n")
     return path
 

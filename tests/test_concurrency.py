@@ -97,7 +97,7 @@ def test_a_briefly_held_state_file_is_waited_for(ran_project):
     r = medallion("watermark", "show", "-C", ran_project, "--json")
     holder.wait()
     assert r.exit_code == 0, r
-    assert len(json.loads(r.stdout)["watermarks"]) == 3
+    assert len(json.loads(r.stdout)["watermarks"]) == 7  # 6 incremental tables, gold_sales_by_segment has 2 inputs
 
 
 def test_sql_is_parameterized(tmp_path):

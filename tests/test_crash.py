@@ -46,14 +46,14 @@ def assert_same(project, twin) -> None:
     bronze = pl.read_delta(str(project / "lake" / "bronze_events"))
     per_file = dict(bronze.group_by("_source_file").len().iter_rows())
     for name, count in per_file.items():
-        path = project / "data" / "landing" / name
+        path = project / "data" / "landing" / "events" / name
         fmt = path.suffix
         rows = {".csv": pl.read_csv, ".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson}[fmt](path).height
         assert count == rows, name
 
 
 def test_killed_runs_recover_exactly(project, tmp_path):
-    landing = project / "data" / "landing"
+    landing = project / "data" / "landing" / "events"
     for f in landing.iterdir():
         if not f.name.startswith("."):
             f.unlink()
@@ -66,7 +66,7 @@ def test_killed_runs_recover_exactly(project, tmp_path):
 
     # How long one uninterrupted run takes here, as a subprocess: timed kills fall inside it.
     path = stream.write(stream.batch(3000), landing)
-    shutil.copy2(path, twin / "data" / "landing" / path.name)
+    shutil.copy2(path, twin / "data" / "landing" / "events" / path.name)
     assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"], check=True, timeout=300)
@@ -78,7 +78,7 @@ def test_killed_runs_recover_exactly(project, tmp_path):
     killed_timed = 0
     for kind, point in scenarios:
         path = stream.write(stream.batch(3000), landing)
-        shutil.copy2(path, twin / "data" / "landing" / path.name)
+        shutil.copy2(path, twin / "data" / "landing" / "events" / path.name)
         assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
         env = dict(os.environ)
         cmd = [sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"]

@@ -186,8 +186,8 @@ def test_names_with_quotes_and_spaces_are_escaped(project, tmp_path):
     odd = 'data/my "odd" landing <#1> & \\N |x|'
     bronze = project / "conf" / "pipelines" / "bronze.yml"
     text = bronze.read_text()
-    assert "landing: data/landing\n" in text
-    bronze.write_text(text.replace("landing: data/landing\n", f"landing: {json.dumps(odd)}\n"))
+    assert "landing: data/landing/events\n" in text
+    bronze.write_text(text.replace("landing: data/landing/events\n", f"landing: {json.dumps(odd)}\n"))
 
     mermaid = dag(project, "-f", "mermaid")
     check_mermaid(mermaid)

@@ -40,7 +40,7 @@ def test_malformed_yaml_names_file_and_line(project):
 
 
 def test_missing_landing_dir(project):
-    (project / "data" / "landing").rename(project / "data" / "elsewhere")
+    (project / "data" / "landing" / "events").rename(project / "data" / "elsewhere")
     r = medallion("run", "bronze", "-C", project)
     assert_clean_error(r, ExitCode.USAGE, "landing folder", "does not exist")
 
@@ -169,7 +169,7 @@ def test_no_layers_named(project):
     ],
 )
 def test_unreadable_landing_file_is_named_and_nothing_is_written(project, name, content, reason):
-    (project / "data" / "landing" / name).write_bytes(content)
+    (project / "data" / "landing" / "events" / name).write_bytes(content)
     r = medallion("run", "all", "-C", project)
     assert_clean_error(r, ExitCode.RUN_FAILED, f"landing file {name} cannot be read", reason, "fix or remove the file")
     assert not (project / "lake").exists()

@@ -131,7 +131,7 @@ def test_check_finds_key_partition_and_order_columns_the_output_lacks(project):
 
 
 def test_a_layer_listed_twice_is_named(project):
-    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold]", "layers: [bronze, silver, silver, gold]")
+    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [bronze, silver, silver, gold")
     for args in (["run", "all"], ["check"]):
         r = medallion(*args, "-C", project)
         assert_clean_error(r, ExitCode.USAGE, "layer 'silver' is listed more than once in medallion.layers")
@@ -142,7 +142,7 @@ def test_two_layers_writing_one_table_are_named(project):
 
     shutil.copy(project / "conf" / "pipelines" / "gold.yml", project / "conf" / "pipelines" / "gold2.yml")
     shutil.copy(project / "pipelines" / "gold.py", project / "pipelines" / "gold2.py")
-    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold]", "layers: [bronze, silver, gold, gold2]")
+    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [bronze, silver, gold, gold2")
     for args in (["run", "all"], ["check"]):
         r = medallion(*args, "-C", project)
         assert_clean_error(r, ExitCode.USAGE, "layers 'gold' and 'gold2' both write table 'gold_daily_sales'")
@@ -209,7 +209,7 @@ def test_a_full_disk_or_file_size_limit_is_one_clear_line(ran_project):
         "user_id": [i % 1000 for i in range(n)], "event_type": ["purchase"] * n,
         "amount": [float(i % 10007) / 7 for i in range(n)], "event_date": ["2024-01-03"] * n,
         "updated_at": ["2024-01-03T12:00:00Z"] * n, "region": [f"r{i * 2654435761 % 4294967296:x}" for i in range(n)],
-    }).write_csv(ran_project / "data" / "landing" / "big.csv")
+    }).write_csv(ran_project / "data" / "landing" / "events" / "big.csv")
     before = versions(ran_project)
 
     def limit():  # the write fails with EFBIG, as a full disk fails with ENOSPC

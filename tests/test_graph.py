@@ -26,7 +26,7 @@ def test_template_graph(project):
 
 
 def test_run_order_comes_from_the_inputs_not_the_listing(project):
-    edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold]", "layers: [gold, bronze, silver]")
+    edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [gold, bronze, silver")
     assert [layer.name for layer in load_project(project).layers] == ["bronze", "silver", "gold"]
     r = medallion("run", "all", "-C", project, "-q")
     assert r.exit_code == 0, r
@@ -34,7 +34,7 @@ def test_run_order_comes_from_the_inputs_not_the_listing(project):
 
 def test_a_cycle_is_refused_naming_the_pipelines(project):
     edit(project / "conf" / "pipelines" / "bronze.yml", "  source:\n    # Files", "  source:\n    table: gold_daily_sales\n    # Files")
-    edit(project / "conf" / "pipelines" / "bronze.yml", "    landing: data/landing\n", "")
+    edit(project / "conf" / "pipelines" / "bronze.yml", "    landing: data/landing/events\n", "")
     text = (project / "conf" / "pipelines" / "bronze.yml").read_text()
     text = text[:text.index("    schema:")] + text[text.index("  # Each landing file"):]
     text = text.replace("  incremental:\n    strategy: files\n", "")

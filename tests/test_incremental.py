@@ -40,7 +40,7 @@ def assert_same_as_full(project, tmp_path) -> None:
 
 @pytest.fixture
 def empty_project(project):
-    for f in (project / "data" / "landing").iterdir():
+    for f in (project / "data" / "landing" / "events").iterdir():
         if not f.name.startswith("."):
             f.unlink()
     return project
@@ -48,7 +48,7 @@ def empty_project(project):
 
 def test_incremental_runs_equal_a_full_recompute(empty_project, tmp_path):
     stream = EventStream(seed=11)
-    landing = empty_project / "data" / "landing"
+    landing = empty_project / "data" / "landing" / "events"
     for i in range(5):
         stream.write(stream.batch(), landing)
         if i == 2:  # two batches land between runs
@@ -66,7 +66,7 @@ def test_incremental_runs_equal_a_full_recompute(empty_project, tmp_path):
 
 def test_gold_replaces_only_the_touched_date_range(empty_project):
     stream = EventStream(seed=3)
-    landing = empty_project / "data" / "landing"
+    landing = empty_project / "data" / "landing" / "events"
     stream.write(stream.batch(), landing)
     assert medallion("run", "all", "-C", empty_project, "-q").exit_code == 0
     add_landing_file(empty_project, "one.csv", [("solo-1", 3, "purchase", 42.0, "2024-03-05", "2024-03-05T10:00:00Z", "east")])
@@ -149,7 +149,7 @@ def test_full_refresh_needs_confirmation_and_rebuilds(ran_project):
     r = medallion("run", "all", "-C", ran_project, "--full-refresh", "--yes", "--json")
     assert r.exit_code == 0, r
     layers = json.loads(r.stdout)["layers"]
-    assert [l["kind"] for l in layers] == ["full_refresh"] * 3
+    assert [l["kind"] for l in layers] == ["full_refresh"] * 6
     assert pl.read_delta(str(ran_project / "lake" / "bronze_events")).height == 94  # overwritten, not appended
     assert read(ran_project, "silver_events").height == 86
 
@@ -161,6 +161,6 @@ def test_gold_without_a_change_feed_on_silver_recomputes_everything(project, tmp
     add_landing_file(project, "late.csv", [("evt-00005", 9, "purchase", 77.0, "2024-01-02", "2030-01-01T00:00:00Z", "west")])
     r = medallion("run", "all", "-C", project, "--json")
     assert r.exit_code == 0, r
-    gold = json.loads(r.stdout)["layers"][2]
+    gold = {l["table"]: l for l in json.loads(r.stdout)["layers"]}["gold_daily_sales"]
     assert gold["kind"] == "full" and "enableChangeDataFeed" in gold["warnings"][0]
     assert_same_as_full(project, tmp_path)

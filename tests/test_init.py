@@ -23,14 +23,23 @@ EXPECTED_FILES = {
     "conf/pipelines/bronze.yml",
     "conf/pipelines/silver.yml",
     "conf/pipelines/gold.yml",
+    "conf/pipelines/bronze_customers.yml",
+    "conf/pipelines/silver_customers.yml",
+    "conf/pipelines/gold_segments.yml",
     "pipelines/bronze.py",
     "pipelines/silver.py",
     "pipelines/gold.py",
+    "pipelines/bronze_customers.py",
+    "pipelines/silver_customers.py",
+    "pipelines/gold_segments.py",
     "hooks/README.md",
-    "data/landing/.gitkeep",
-    "data/landing/events_2024-01-01.csv",
-    "data/landing/events_2024-01-06.parquet",
-    "data/landing/events_2024-01-11.jsonl",
+    "data/landing/events/.gitkeep",
+    "data/landing/events/events_2024-01-01.csv",
+    "data/landing/events/events_2024-01-06.parquet",
+    "data/landing/events/events_2024-01-11.jsonl",
+    "data/landing/customers/.gitkeep",
+    "data/landing/customers/customers_2024-01-01.csv",
+    "data/landing/customers/customers_2024-01-10.csv",
     "tests/conftest.py",
     "tests/test_pipelines.py",
 }
@@ -49,7 +58,7 @@ def test_init_renders_the_project(tmp_path):
     assert tool == {"template": "events", "medallion_version": __version__}
     project = yaml.safe_load((root / "conf" / "project.yml").read_text())
     assert project["name"] == "shop"
-    assert project["medallion"]["layers"] == ["bronze", "silver", "gold"]
+    assert project["medallion"]["layers"] == ["bronze", "silver", "gold", "bronze_customers", "silver_customers", "gold_segments"]
     assert "# shop" in (root / "README.md").read_text()
     # Status verbs on stderr, one per file; stdout is for data only.
     assert r.stdout == ""
@@ -72,7 +81,8 @@ def test_no_sample_data_leaves_an_empty_landing_folder(tmp_path):
     r = medallion("init", "shop", "--directory", tmp_path, "--no-sample-data", "-q")
     assert r.exit_code == 0, r
     landing = tmp_path / "shop" / "data" / "landing"
-    assert [p.name for p in landing.iterdir()] == [".gitkeep"]
+    assert sorted(str(p.relative_to(landing)) for p in landing.rglob("*") if p.is_file()) == [
+        "customers/.gitkeep", "events/.gitkeep"]
 
 
 def test_refuses_non_empty_target_and_changes_nothing(tmp_path):
@@ -130,7 +140,7 @@ def test_generated_project_tests_pass(project):
         cwd=project, capture_output=True, text=True, timeout=300,
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "4 passed" in p.stdout
+    assert "6 passed" in p.stdout
 
 
 def test_generated_schemas_module_imports_and_validates(ran_project):

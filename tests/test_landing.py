@@ -22,7 +22,7 @@ COLUMNS = HEADER.split(",")
 
 
 def landing(project: Path) -> Path:
-    return project / "data" / "landing"
+    return project / "data" / "landing" / "events"
 
 
 def empty_landing(project: Path) -> Path:
@@ -306,7 +306,7 @@ def test_s3_landing_prefix_with_no_objects_is_refused(s3, tmp_path):
     root = tmp_path / "shop"
     s3.client().put_object(Bucket="lake-bucket", Key="incoming/a.csv", Body=(HEADER + "\n").encode())
     cfg = root / "conf" / "pipelines" / "bronze.yml"
-    cfg.write_text(cfg.read_text().replace("landing: data/landing", "landing: s3://lake-bucket/incomming"))
+    cfg.write_text(cfg.read_text().replace("landing: data/landing/events", "landing: s3://lake-bucket/incomming"))
     r = run(root)
     assert r.exit_code == ExitCode.USAGE, r
     line = one_error(r)
@@ -336,7 +336,8 @@ def test_project_under_a_path_with_space_accent_and_percent(tmp_path):
     (landing(root) / "more.csv").write_text(HEADER + "\nz-1,1,click,1.0,2024-01-02,2024-01-02T00:00:00Z,north\n")
     r = medallion("run", "all", "-C", root, "--json")
     assert r.exit_code == 0, r
-    assert [l["kind"] for l in json.loads(r.stdout)["layers"]] == ["incremental", "incremental", "incremental"]
+    kinds = {l["table"]: l["kind"] for l in json.loads(r.stdout)["layers"]}
+    assert [kinds[t] for t in ("bronze_events", "silver_events", "gold_daily_sales")] == ["incremental"] * 3
     assert DeltaTable(str(root / "lake" / "silver_events")).version() == 1
 
 

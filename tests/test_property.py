@@ -104,7 +104,7 @@ def tables(project: Path) -> dict[str, pl.DataFrame]:
 def blank(template_project, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("prop") / "shop"
     shutil.copytree(template_project, dest)
-    for f in (dest / "data" / "landing").iterdir():
+    for f in (dest / "data" / "landing" / "events").iterdir():
         if not f.name.startswith("."):
             f.unlink()
     return dest
@@ -117,7 +117,7 @@ def test_any_batching_equals_a_full_recompute(blank, tmp_path_factory, case):
     files, runs, names = case
     project = tmp_path_factory.mktemp("case") / "shop"
     shutil.copytree(blank, project)
-    landing = project / "data" / "landing"
+    landing = project / "data" / "landing" / "events"
     for run in runs:
         for index in run:
             write_file(landing / names[index], files[index])

@@ -87,14 +87,15 @@ def test_commits_carry_run_metadata_and_json_reports_versions(project):
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
     assert doc["status"] == "succeeded"
-    assert [l["layer"] for l in doc["layers"]] == ["bronze", "silver", "gold"]
+    assert [l["layer"] for l in doc["layers"]] == ["bronze", "bronze_customers", "silver", "silver_customers", "gold", "gold_segments"]
     for layer in doc["layers"]:
         assert layer["status"] == "written" and layer["version"] == 0
         commit = DeltaTable(layer["table_uri"]).history(1)[0]
         assert commit["medallion.run_id"] == doc["run_id"]
         assert commit["medallion.layer"] == layer["layer"]
         assert commit["medallion.version"] == doc["medallion_version"]
-    bronze, silver, gold = doc["layers"]
+    by_name = {layer["layer"]: layer for layer in doc["layers"]}
+    bronze, silver, gold = by_name["bronze"], by_name["silver"], by_name["gold"]
     assert (bronze["rows_in"], bronze["rows_out"], bronze["source_files"]) == (94, 94, 3)
     assert (silver["rows_in"], silver["rows_out"]) == (94, 86)
     assert gold["rows_in"] == 86
@@ -120,14 +121,14 @@ def test_set_target_file_size_is_accepted_as_a_write_setting(ran_project):
 @pytest.mark.parametrize("executor", ["synchronous", "threadpool", "processpool"])
 def test_each_executor_produces_the_same_gold(ran_project, executor):
     want = table(ran_project, "gold_daily_sales").sort("event_date", "region")
-    r = medallion("run", "silver", "gold", "-C", ran_project, "--executor", executor, "--full-refresh", "-y", "--json")
+    r = medallion("run", "silver_events", "gold_daily_sales", "-C", ran_project, "--executor", executor, "--full-refresh", "-y", "--json")
     assert r.exit_code == 0, r
     assert [l["status"] for l in json.loads(r.stdout)["layers"]] == ["written", "written"]
     assert table(ran_project, "gold_daily_sales").sort("event_date", "region").equals(want)
 
 
 def test_layers_run_in_dependency_order_whatever_the_order_given(ran_project):
-    r = medallion("run", "gold", "bronze", "-C", ran_project, "--json")
+    r = medallion("run", "gold_daily_sales", "bronze_events", "-C", ran_project, "--json")
     assert r.exit_code == 0, r
     assert [l["layer"] for l in json.loads(r.stdout)["layers"]] == ["bronze", "gold"]
 
@@ -140,19 +141,19 @@ def test_user_files_dropped_into_landing_flow_through(ran_project):
             "updated_at": ["2024-02-01T10:00:00+00:00", "2024-03-01T00:00:00+00:00"], "region": ["north", "south"],
         }
     )
-    new.write_csv(ran_project / "data" / "landing" / "mine.csv")
-    (ran_project / "data" / "landing" / "notes.txt").write_text("not data")
+    new.write_csv(ran_project / "data" / "landing" / "events" / "mine.csv")
+    (ran_project / "data" / "landing" / "events" / "notes.txt").write_text("not data")
     r = medallion("run", "all", "-C", ran_project)
     assert r.exit_code == 0, r
     assert "ignored notes.txt" in r.stderr
-    rows = expected.landing_rows(ran_project / "data" / "landing")
+    rows = expected.landing_rows(ran_project / "data" / "landing" / "events")
     assert_silver_matches(ran_project, expected.silver(rows))
     assert_gold_matches(ran_project, expected.gold(expected.silver(rows)))
     assert silver_as_dict(ran_project)["evt-00001"]["event_type"] == "purchase"  # the update won
 
 
 def test_empty_landing_writes_nothing(project):
-    for f in (project / "data" / "landing").iterdir():
+    for f in (project / "data" / "landing" / "events").iterdir():
         if not f.name.startswith("."):
             f.unlink()
     r = medallion("run", "bronze", "-C", project, "--json")
@@ -171,7 +172,7 @@ def test_python_dash_m_works(project):
 
 
 def test_landing_csv_with_other_column_order_and_extra_columns(project):
-    (project / "data" / "landing" / "other.csv").write_text(
+    (project / "data" / "landing" / "events" / "other.csv").write_text(
         "region,extra,event_id,user_id,event_type,amount,event_date,updated_at\n"
         "north,zz,new-1,3,purchase,12.5,2024-01-02,2024-01-02T10:00:00Z\n"
     )

@@ -48,7 +48,7 @@ def test_whole_flow_on_s3(s3_project, s3):
     runs.append(medallion("history", "silver", "-C", s3_project, "--json"))
     assert [e["operation"] for e in json.loads(runs[-1].stdout)["history"]] == ["MERGE", "WRITE"]
     runs.append(medallion("watermark", "show", "-C", s3_project, "--json"))
-    assert len(json.loads(runs[-1].stdout)["watermarks"]) == 3
+    assert len(json.loads(runs[-1].stdout)["watermarks"]) == 7
     runs.append(medallion("show", "gold", "-C", s3_project, "--json", "-n", "5"))
     assert len(json.loads(runs[-1].stdout)["rows"]) == 5
     runs.append(medallion("tables", "-C", s3_project, "--json"))
@@ -75,7 +75,7 @@ def test_landing_files_on_s3(s3_project, s3):
         if not f.name.startswith("."):
             fs.put(str(f), f"lake-bucket/incoming/{f.name}")
     cfg = s3_project / "conf" / "pipelines" / "bronze.yml"
-    cfg.write_text(cfg.read_text().replace("landing: data/landing", "landing: s3://lake-bucket/incoming"))
+    cfg.write_text(cfg.read_text().replace("landing: data/landing/events", "landing: s3://lake-bucket/incoming"))
     r = medallion("run", "all", "-C", s3_project, "--json")
     assert r.exit_code == 0, r
     bronze = json.loads(r.stdout)["layers"][0]

@@ -56,7 +56,7 @@ def test_a_lost_commit_ack_does_not_append_the_batch_twice(s3_project, s3, monke
     assert silver.height == 86 + 20 and silver["event_id"].is_duplicated().sum() == 0
     # The state saw the batch as ingested: the next run has nothing to do.
     r = medallion("run", "all", "-C", s3_project, "--json")
-    assert [layer["kind"] for layer in json.loads(r.stdout)["layers"]] == ["nothing", "nothing", "nothing"], r
+    assert {layer["kind"] for layer in json.loads(r.stdout)["layers"]} == {"nothing"}, r
 
 
 def test_a_lost_ack_of_a_write_without_watermark_commits_once(s3, monkeypatch):

@@ -1,7 +1,7 @@
 """Pipelines with several inputs: facts read incrementally, dimensions read whole (snapshot).
 
-A project from `medallion init` gets a second feed (customers, straight into a silver
-table) and a gold table joining silver_events with the current silver_customers.
+The template's gold_sales_by_segment joins silver_events (incremental, by event_date) with
+the current silver_customers (a snapshot input).
 """
 
 from __future__ import annotations
@@ -17,81 +17,16 @@ from polars.testing import assert_frame_equal
 from conftest import add_landing_file, medallion
 from medallion_cli.errors import ExitCode
 
-CUSTOMERS_YML = """\
-run:
-  final_vars: [silver_customers]
-  inputs: {}
-  executor: {type: synchronous}
-  retry: {max_retries: 0}
-  log_level: CRITICAL
-medallion:
-  layer: silver
-  source:
-    landing: data/customers
-    schema: {customer_id: int64, name: string, segment: string, updated_at: datetime}
-  incremental: {strategy: files}
-  output: silver_customers
-  target: {table: silver_customers, mode: merge, keys: [customer_id], order_by: [updated_at, _ingested_at]}
-"""
-CUSTOMERS_PY = """\
-import polars as pl
-
-
-def silver_customers(landing: pl.LazyFrame) -> pl.LazyFrame:
-    return landing.select("customer_id", "name", "segment", "updated_at", "_ingested_at")
-"""
-SEGMENT_YML = """\
-run:
-  final_vars: [gold_sales_by_segment]
-  inputs: {}
-  executor: {type: synchronous}
-  retry: {max_retries: 0}
-  log_level: CRITICAL
-medallion:
-  layer: gold
-  inputs:
-    silver_events:
-      table: silver_events
-      incremental: {strategy: partitions, column: event_date, window_days: 1}
-    silver_customers:
-      table: silver_customers
-      read: snapshot
-      ON_CHANGE
-  output: gold_sales_by_segment
-  target: {table: gold_sales_by_segment, mode: overwrite}
-"""
-SEGMENT_PY = """\
-import polars as pl
-
-
-def gold_sales_by_segment(silver_events: pl.LazyFrame, silver_customers: pl.LazyFrame) -> pl.LazyFrame:
-    customers = silver_customers.select(pl.col("customer_id").alias("user_id"), "segment")
-    return (
-        silver_events.filter(pl.col("event_type") == "purchase")
-        .join(customers, on="user_id", how="left")
-        .with_columns(pl.col("segment").fill_null("unknown"))
-        .group_by("event_date", "segment")
-        .agg(pl.col("amount").sum().round(2).alias("total_sales"), pl.len().cast(pl.Int64).alias("transaction_count"))
-    )
-"""
-
-
 def customers(project: Path, name: str, rows: list[tuple]) -> None:
-    folder = project / "data" / "customers"
-    folder.mkdir(exist_ok=True)
-    lines = ["customer_id,name,segment,updated_at"] + [",".join(map(str, r)) for r in rows]
+    folder = project / "data" / "landing" / "customers"
+    lines = ["customer_id,name,segment,country,updated_at"] + [",".join(map(str, r)) for r in rows]
     (folder / name).write_text("\n".join(lines) + "\n")
 
 
 def with_segments(project: Path, on_change: str = "") -> Path:
-    (project / "conf" / "pipelines" / "customers.yml").write_text(CUSTOMERS_YML)
-    (project / "pipelines" / "customers.py").write_text(CUSTOMERS_PY)
-    (project / "conf" / "pipelines" / "segments.yml").write_text(SEGMENT_YML.replace("ON_CHANGE", on_change))
-    (project / "pipelines" / "segments.py").write_text(SEGMENT_PY)
-    cfg = project / "conf" / "project.yml"
-    cfg.write_text(cfg.read_text().replace("layers: [bronze, silver, gold]", "layers: [bronze, silver, gold, customers, segments]"))
-    customers(project, "c1.csv", [(u, f"user{u}", ["consumer", "business", "enterprise"][u % 3], "2024-01-01T00:00:00Z")
-                                  for u in range(1, 20)])
+    if on_change:
+        cfg = project / "conf" / "pipelines" / "gold_segments.yml"
+        cfg.write_text(cfg.read_text().replace("      read: snapshot\n", f"      read: snapshot\n      {on_change}\n"))
     return project
 
 
@@ -135,8 +70,8 @@ def assert_equals_full_refresh(project: Path, tmp_path: Path) -> None:
 def test_a_gold_table_joins_facts_with_the_current_dimension(project, tmp_path):
     with_segments(project)
     layers = run(project)
-    assert list(layers) == ["bronze_events", "silver_events", "gold_daily_sales", "silver_customers",
-                            "gold_sales_by_segment"]
+    assert list(layers) == ["bronze_events", "bronze_customers", "silver_events", "silver_customers",
+                            "gold_daily_sales", "gold_sales_by_segment"]
     assert_frame_equal(gold(project), expected(project), check_exact=False, rel_tol=1e-9)
 
     # new facts: only the touched dates are recomputed, joined with the unchanged dimension
@@ -149,7 +84,7 @@ def test_a_gold_table_joins_facts_with_the_current_dimension(project, tmp_path):
     assert_equals_full_refresh(project, tmp_path)
 
     # a customer changes segment: every row it joined with must follow
-    customers(project, "c2.csv", [(2, "user2", "enterprise", "2024-02-01T00:00:00Z")])
+    customers(project, "c2.csv", [(2, "user2", "enterprise", "DE", "2024-02-01T00:00:00Z")])
     seg = run(project)["gold_sales_by_segment"]
     assert seg["kind"] == "full" and "silver_customers version 0 → 1" in seg["window"]
     assert_frame_equal(gold(project), expected(project), check_exact=False, rel_tol=1e-9)
@@ -167,7 +102,7 @@ def test_on_change_ignore_keeps_history(project):
     with_segments(project, "on_change: ignore")
     run(project)
     before = gold(project)
-    customers(project, "c2.csv", [(2, "user2", "enterprise", "2024-02-01T00:00:00Z")])
+    customers(project, "c2.csv", [(2, "user2", "enterprise", "DE", "2024-02-01T00:00:00Z")])
     r = medallion("run", "all", "-C", project, "--json")
     seg = {layer["table"]: layer for layer in json.loads(r.stdout)["layers"]}["gold_sales_by_segment"]
     assert seg["kind"] == "nothing" and any("on_change: ignore" in w for w in seg["warnings"])
@@ -175,9 +110,9 @@ def test_on_change_ignore_keeps_history(project):
 
 
 def test_graph_order_and_plan_follow_the_snapshot_edge(project):
-    with_segments(project)
     cfg = project / "conf" / "project.yml"  # listed before what it reads: the graph orders it
-    cfg.write_text(cfg.read_text().replace("[bronze, silver, gold, customers, segments]", "[segments, bronze, silver, gold, customers]"))
+    cfg.write_text(cfg.read_text().replace("layers: [", "layers: [gold_segments, "))
+    cfg.write_text(cfg.read_text().replace(", gold_segments]", "]"))
     r = medallion("run", "all", "-C", project, "--plan", "--json")
     assert r.exit_code == 0, r
     plan = [p["table"] for p in json.loads(r.stdout)["plan"]]
@@ -194,9 +129,9 @@ def test_graph_order_and_plan_follow_the_snapshot_edge(project):
 ])
 def test_bad_inputs_are_config_errors(project, inputs, message):
     with_segments(project)
-    cfg = project / "conf" / "pipelines" / "segments.yml"
+    cfg = project / "conf" / "pipelines" / "gold_segments.yml"
     text = cfg.read_text()
-    start, end = text.index("  inputs:\n    silver_events"), text.index("  output:")
+    start, end = text.index("  inputs:\n    # The facts"), text.index("  output:")
     cfg.write_text(text[:start] + inputs + text[end:])
     r = medallion("check", "-C", project)
     assert r.exit_code == ExitCode.USAGE and message in r.stderr, r

@@ -36,7 +36,7 @@ def ok(*args) -> None:
 
 
 def write_csv(project: Path, name: str, rows: list[str], *, mtime: float | None = None) -> Path:
-    path = project / "data" / "landing" / name
+    path = project / "data" / "landing" / "events" / name
     path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
     if mtime is not None:
         os.utime(path, (mtime, mtime))
@@ -67,7 +67,7 @@ def test_a_valid_correction_replaces_the_stored_version(ran_project):
 
 # -- arrival order survives a full refresh -----------------------------------------------------
 def test_full_refresh_keeps_arrival_order_when_versions_tie(project):
-    landing = project / "data" / "landing"
+    landing = project / "data" / "landing" / "events"
     for f in landing.iterdir():
         if not f.name.startswith("."):
             f.unlink()
@@ -204,7 +204,7 @@ def test_ingested_files_survive_log_cleanup(ran_project, lose_state):
     assert lake(ran_project, "bronze_events").height == rows  # nothing re-ingested
     # A file modified after its rows were ingested is ingested again, as a changed file
     # (replacing its earlier rows).
-    path = ran_project / "data" / "landing" / "second.csv"
+    path = ran_project / "data" / "landing" / "events" / "second.csv"
     path.write_text(path.read_text().replace("10.0", "11.0"))
     ok("run", "all", "-C", ran_project, "-q")
     assert lake(ran_project, "bronze_events").height == rows
@@ -238,7 +238,7 @@ def verify_equal(project: Path) -> dict:
 
 def test_a_touched_file_is_read_again_without_duplicating_a_row(ran_project):
     bronze_rows = lake(ran_project, "bronze_events").height
-    os.utime(ran_project / "data" / "landing" / "events_2024-01-01.csv")  # same content, new mtime
+    os.utime(ran_project / "data" / "landing" / "events" / "events_2024-01-01.csv")  # same content, new mtime
     ok("run", "all", "-C", ran_project, "-q")
     assert lake(ran_project, "bronze_events").height == bronze_rows  # its earlier rows were replaced
     assert quarantine_rows(ran_project) == 4
@@ -259,7 +259,7 @@ def test_a_rewritten_file_replaces_its_rows_in_bronze(ran_project):
 
 
 def test_restoring_bronze_and_running_again_quarantines_nothing_twice(project):
-    landing = project / "data" / "landing"
+    landing = project / "data" / "landing" / "events"
     for f in landing.iterdir():
         if not f.name.startswith("."):
             f.unlink()
@@ -274,7 +274,7 @@ def test_restoring_bronze_and_running_again_quarantines_nothing_twice(project):
 
 
 def test_a_full_refresh_of_an_empty_landing_folder_empties_the_chain(ran_project):
-    for f in (ran_project / "data" / "landing").iterdir():
+    for f in (ran_project / "data" / "landing" / "events").iterdir():
         if not f.name.startswith("."):
             f.unlink()
     ok("run", "all", "--full-refresh", "--yes", "-C", ran_project, "-q")
@@ -308,7 +308,7 @@ def test_a_file_that_changes_while_it_is_read_is_not_committed(ran_project):
 
 # -- plans, backfill meanings, watermark values ---------------------------------------------------
 def test_plan_names_a_landing_file_missing_a_column_instead_of_crashing(ran_project):
-    (ran_project / "data" / "landing" / "nocol.csv").write_text("event_id,user_id\nq,1\n")
+    (ran_project / "data" / "landing" / "events" / "nocol.csv").write_text("event_id,user_id\nq,1\n")
     for args in (("--plan",), ("--plan", "--json"), ("--full-refresh",)):
         r = medallion("run", "all", "-C", ran_project, *args)
         assert r.exit_code == 1, r

@@ -27,3 +27,21 @@ class SilverEvents(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+SEGMENTS = ["consumer", "business", "enterprise"]
+
+
+class SilverCustomers(pa.DataFrameModel):
+    """One clean version of a customer."""
+
+    customer_id: int = pa.Field(nullable=False, gt=0)
+    name: str = pa.Field(nullable=False, str_length={"min_value": 1})
+    segment: str = pa.Field(nullable=False, isin=SEGMENTS)
+    country: str = pa.Field(nullable=False, str_length={"min_value": 2, "max_value": 2})
+    updated_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False)
+    ingested_at: pl.Datetime(time_zone="UTC") = pa.Field(nullable=False, alias="_ingested_at")
+    source_file: str = pa.Field(nullable=False, alias="_source_file")
+
+    class Config:
+        strict = True

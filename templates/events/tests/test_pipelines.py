@@ -63,3 +63,27 @@ def test_gold_rolling_mean_uses_calendar_days():
     out = gold.gold_daily_sales(daily, rolling_window_days=7).collect()
     assert out["rolling_mean_sales"].to_list() == [10.0, 15.0, 30.0]
     assert out["transaction_count"].to_list() == [1, 1, 1]
+
+
+def test_silver_customers_normalizes_and_keeps_lineage():
+    import silver_customers
+
+    frame = pl.LazyFrame(
+        {"customer_id": [1], "name": [" Ann "], "segment": [" Business"], "country": ["de"],
+         "updated_at": [datetime(2024, 1, 1, tzinfo=UTC)], "_ingested_at": [datetime(2024, 1, 2, tzinfo=UTC)],
+         "_source_file": ["c.csv"], "_run_id": ["r"]},
+    )
+    out = silver_customers.silver_customers(frame).collect()
+    assert out.row(0)[:4] == (1, "Ann", "business", "DE")
+    assert out.columns == [*silver_customers.CUSTOMER_COLUMNS, "_ingested_at", "_source_file"]
+
+
+def test_sales_by_segment_joins_customers_and_counts_the_unknown():
+    import gold_segments
+
+    sales = events([row("a", user=1, amount=10.0), row("b", user=2, amount=5.0), row("c", user=1, amount=1.0),
+                    row("d", user=9, amount=2.0), row("e", user=1, etype="view", amount=0.0)])
+    customers = pl.LazyFrame({"customer_id": [1, 2], "segment": ["business", "consumer"]})
+    out = gold_segments.gold_sales_by_segment(sales, customers, sales_event_types=["purchase"]).collect()
+    got = {r["segment"]: (r["total_sales"], r["transaction_count"]) for r in out.iter_rows(named=True)}
+    assert got == {"business": (11.0, 2), "consumer": (5.0, 1), "unknown": (2.0, 1)}
