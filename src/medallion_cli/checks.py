@@ -70,7 +70,7 @@ def _check_dag(project: Any, layer: Any) -> tuple[CheckResult, Any]:
     names = {v.name for v in dr.list_available_variables()}
     if layer.output not in names:
         return CheckResult(layer.name, "pipeline", False, f"{path.name} has no node {layer.output!r} (medallion.output)"), None
-    inputs = {**layer.inputs, layer.source.input_name: pl.LazyFrame(), "run_id": "check",
+    inputs = {**layer.inputs, **{name: pl.LazyFrame() for name in layer.input_names}, "run_id": "check",
               "run_started_at": datetime.now(timezone.utc)}
     try:
         dr.validate_execution([layer.output], inputs=inputs)
@@ -104,7 +104,9 @@ def _check_output_columns(project: Any, layer: Any, dr: Any, schemas: dict[str, 
         source = schemas.get(layer.source.table) or _table_schema(project, layer.source.table)
     columns, how, why_not = None, "", ""
     if source is not None:
-        inputs = {**layer.inputs, layer.source.input_name: pl.LazyFrame(schema=source), "run_id": "check",
+        dims = {x.name: pl.LazyFrame(schema=schemas.get(x.table) or _table_schema(project, x.table) or {})
+                for x in layer.snapshots}
+        inputs = {**layer.inputs, **dims, layer.source.input_name: pl.LazyFrame(schema=source), "run_id": "check",
                   "run_started_at": datetime.now(timezone.utc)}
         try:
             value = dr.execute([layer.output], inputs=inputs)[layer.output]

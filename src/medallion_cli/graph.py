@@ -166,7 +166,12 @@ def build_graph(layers: Iterable[LayerConfig], *, where: str = "conf/pipelines")
 
     for table in sorted(nodes, key=lambda t: position[t]):
         visit(table, [])
-    return TableGraph(tuple(nodes[t] for t in order))
+    # Shallowest first (all feeds' bronze, then silver...), the listing breaking ties.
+    depth: dict[str, int] = {}
+    for table in order:  # parents come before children here
+        parents = [e.source for e in nodes[table].inputs if e.kind == "table" and e.source in nodes]
+        depth[table] = 1 + max((depth[p] for p in parents), default=-1)
+    return TableGraph(tuple(nodes[t] for t in sorted(order, key=lambda t: (depth[t], position[t]))))
 
 
 def project_graph(project: Project) -> TableGraph:

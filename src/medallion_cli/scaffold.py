@@ -23,6 +23,11 @@ SAMPLE_MTIME = 1704067200  # 2024-01-01T00:00:00Z, the sample data's first day
 _SKIP = {"__pycache__", ".pytest_cache"}
 
 
+def _is_sample(dest: PurePosixPath) -> bool:
+    """A sample landing file (under data/landing/, any feed's folder), not a .gitkeep."""
+    return SAMPLE_DATA_DIR in dest.parents and not dest.name.startswith(".")
+
+
 @dataclass(frozen=True)
 class FileAction:
     """One file of a scaffold: its path in the project and what happened to it."""
@@ -130,7 +135,7 @@ def plan(template: str, *, sample_data: bool = True) -> list[tuple[PurePosixPath
         if src.is_dir() or _SKIP.intersection(rel.parts) or src.suffix == ".pyc":
             continue
         dest = PurePosixPath(*(_dest_name(part) for part in rel.parts))
-        if not sample_data and dest.parent == SAMPLE_DATA_DIR and not dest.name.startswith("."):
+        if not sample_data and _is_sample(dest):
             continue
         files.append((dest, src))
     return files
@@ -208,7 +213,7 @@ def init_project(
                 created_files.append(target)
                 actions.append(FileAction(str(dest), "create"))
             shutil.copymode(src, target)
-            if dest.parent == SAMPLE_DATA_DIR and not dest.name.startswith("."):
+            if _is_sample(dest):
                 # Old enough for any settle rule (medallion.source.settle.min_age): the samples are complete.
                 os.utime(target, (SAMPLE_MTIME, SAMPLE_MTIME))
     except BaseException as exc:
