@@ -146,15 +146,15 @@ def test_a_failed_table_skips_everything_downstream(project):
     layers = by_table(doc)
     assert [(t, l["status"]) for t, l in layers.items()] == [
         ("bronze_events", "written"), ("silver_events", "failed"), ("gold_daily_sales", "skipped"), ("gold_other", "skipped")]
-    assert layers["gold_daily_sales"]["error"] == "skipped: upstream silver_events failed"
-    assert layers["gold_other"]["error"] == "skipped: upstream silver_events failed"
+    assert layers["gold_daily_sales"]["error"] == "upstream silver_events failed"
+    assert layers["gold_other"]["error"] == "upstream silver_events failed"
     assert doc["skipped"] == ["gold_daily_sales", "gold_other"] and doc["failed"] == ["silver_events"]
     assert not any(exists(project, t) for t in ("silver_events", "gold_daily_sales", "gold_other"))
     assert exists(project, "bronze_events")
     # text: one line per skipped table as it is decided, and the summary
     t = medallion("run", "all", "-C", project)
     assert t.exit_code == ExitCode.RUN_FAILED, t
-    assert "skipped gold: skipped: upstream silver_events failed" in " ".join(t.stderr.split())
+    assert "skipped gold: upstream silver_events failed" in " ".join(t.stderr.split())
     assert "failed (1 succeeded, 1 failed, 2 skipped)" in t.stderr, t
 
 

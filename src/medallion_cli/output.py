@@ -169,7 +169,7 @@ def run_table(result: Any) -> Table:
             _num(layer.rows_in),
             _num(layer.rows_out),
             "-" if layer.version is None else str(layer.version),
-            f"{layer.duration_s:.2f}s",
+            "-" if layer.status == "skipped" else f"{layer.duration_s:.2f}s",
             *why,
         )
     return table

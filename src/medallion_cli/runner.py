@@ -686,7 +686,7 @@ def _skipped_result(project: Project, layer: LayerConfig, outcome: Any) -> Layer
     """A table that did not run: a table it reads failed, or ``--fail-fast`` stopped the run."""
     failed = ", ".join(outcome.blocked_by)
     why = (f"not started: {failed} failed and --fail-fast stops the run" if outcome.fail_fast
-           else f"skipped: upstream {failed} failed")
+           else f"upstream {failed} failed")
     return replace(_failed_result(project, layer, None, 0.0), status="skipped", error=why)
 
 
