@@ -27,6 +27,7 @@ STATUS_STYLES = {
     "written": "green",
     "unchanged": "dim",
     "failed": "red",
+    "skipped": "yellow",
     "run": "cyan",
 }
 
@@ -144,14 +145,22 @@ def _json_default(value: Any) -> Any:
 
 
 def run_table(result: Any) -> Table:
-    """The per-layer summary of a run (a RunResult)."""
-    table = Table(title=f"run {result.run_id}: {result.status}", title_justify="left", box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    """The per-table summary of a run (a RunResult), in run order. A run where a table failed
+    counts succeeded / failed / skipped tables in the title and says why in a last column."""
+    title = f"run {result.run_id}: {result.status}"
+    failed, skipped = result.tables("failed"), result.tables("skipped")
+    if failed or skipped:
+        title += f" ({len(result.tables('succeeded'))} succeeded, {len(failed)} failed, {len(skipped)} skipped)"
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     for col, justify in (
         ("layer", "left"), ("table", "left"), ("mode", "left"), ("status", "left"),
         ("rows in", "right"), ("rows out", "right"), ("version", "right"), ("time", "right"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)
+    if failed or skipped:
+        table.add_column("why", justify="left", no_wrap=True)
     for layer in result.layers:
+        why = [layer.error or ""] if failed or skipped else []
         table.add_row(
             layer.layer,
             layer.table,
@@ -160,7 +169,8 @@ def run_table(result: Any) -> Table:
             _num(layer.rows_in),
             _num(layer.rows_out),
             "-" if layer.version is None else str(layer.version),
-            f"{layer.duration_s:.2f}s",
+            "-" if layer.status == "skipped" else f"{layer.duration_s:.2f}s",
+            *why,
         )
     return table
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +29,7 @@ from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
 from medallion_cli.graph import project_graph
 from medallion_cli.incremental import LayerPlan, Window, plan_layer, snapshot_app_id
 from medallion_cli.locks import layer_lock
+from medallion_cli.scheduler import default_threads
 from medallion_cli.project import LayerConfig, Project, check_target_columns
 from medallion_cli.selection import SelectionSpec, parse_selection, select_tables
 from medallion_cli.sources import SOURCE_FILE_COLUMN
@@ -46,7 +49,7 @@ class LayerResult:
     table: str
     table_uri: str
     mode: str
-    status: str  # written | unchanged | failed
+    status: str  # written | unchanged | failed | skipped (``error`` names the failed table upstream)
     rows_in: int | None
     rows_out: int | None
     version: int | None
@@ -76,8 +79,8 @@ class RunResult:
     run_id: str
     project: str
     started_at: datetime
-    status: str  # succeeded | failed
-    layers: tuple[LayerResult, ...]
+    status: str  # succeeded | failed (any table failed)
+    layers: tuple[LayerResult, ...]  # every selected table, in run order
     duration_s: float
     storage_retries: int = 0  # transient object-store faults retried by medallion
 
@@ -91,14 +94,27 @@ class RunResult:
             "duration_s": round(self.duration_s, 3),
             "medallion_version": __version__,
             "layers": [layer.to_dict() for layer in self.layers],
+            "succeeded": self.tables("succeeded"),
+            "failed": self.tables("failed"),
+            "skipped": self.tables("skipped"),
         }
+
+    def tables(self, outcome: str) -> list[str]:
+        """The tables that ``succeeded`` (written or unchanged), ``failed`` or were ``skipped``."""
+        wanted = ("written", "unchanged") if outcome == "succeeded" else (outcome,)
+        return [layer.table for layer in self.layers if layer.status in wanted]
 
 
 class RunFailedError(PipelineError):
-    """A layer failed; ``result`` holds what ran before it and the failure itself."""
+    """A table failed; ``result`` holds every selected table (succeeded, failed, skipped).
 
-    def __init__(self, cause: MedallionError, result: RunResult) -> None:
-        super().__init__(cause.message, cause.hint)
+    ``cause`` is the first failure in run order; its exit code is the run's. The message
+    names the other tables that failed, if any (``also_failed``).
+    """
+
+    def __init__(self, cause: MedallionError, result: RunResult, also_failed: Sequence[str] = ()) -> None:
+        message = cause.message + (f" (also failed: {', '.join(also_failed)})" if also_failed else "")
+        super().__init__(message, cause.hint)
         self.exit_code = cause.exit_code
         self.cause = cause
         self.result = result
@@ -245,8 +261,12 @@ class RunOptions:
     # (``medallion verify`` rebuilds the live lake's history into a scratch lake).
     reference: Any = None
     quality_policy: str | None = None  # fail | drop | quarantine for every gate, this run only
+    threads: int | None = None  # tables run at once; None: scheduler.default_threads(); 1: one after another
+    fail_fast: bool = False  # start no table after the first failure
 
     def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise UsageError(f"--threads must be at least 1, got {self.threads}", hint="--threads 1 runs the tables one after another")
         if self.window and self.full_refresh:
             raise UsageError("--full-refresh reprocesses everything: it takes no --since/--until")
         from medallion_cli.quality import POLICIES
@@ -263,13 +283,22 @@ def run_project(
     on_layer_start: Callable[[LayerConfig], None] | None = None,
     on_layer_done: Callable[[LayerResult], None] | None = None,
 ) -> RunResult:
-    """Run the selected layers in order; stop at the first failure.
+    """Run the selected tables in dependency order, independent ones at the same time.
 
-    Each layer runs under its own lock, first brings the state file in line with its
+    Each table runs under its own lock, first brings the state file in line with its
     table's Delta log, plans its window, runs its DAG and commits data and watermark in
-    one Delta commit. A failed layer writes no Delta version and the layers after it do
-    not run. Raises :class:`RunFailedError` carrying the partial :class:`RunResult`.
+    one Delta commit. A table starts once every selected table it reads has succeeded
+    (``options.threads`` at a time; 1 runs them one after another in run order). A failed
+    table writes no Delta version and skips the tables downstream of it; the others still
+    run and commit, unless ``options.fail_fast``, which starts no table after the first
+    failure. Raises :class:`RunFailedError` carrying the whole :class:`RunResult` (every
+    selected table: succeeded, failed or skipped) when any table failed.
+
+    The callbacks are called from the calling thread, one at a time, as tables start and
+    finish (skipped tables included).
     """
+    from medallion_cli.scheduler import FAILED, SKIPPED, Outcome, run_graph
+
     layers = select_layers(project, layer_names)
     check_overrides(layers, options.overrides)
     preflight_targets(project, layers)
@@ -280,27 +309,46 @@ def run_project(
     started = datetime.now(timezone.utc)
     run_id = new_run_id(started)
     t0 = time.perf_counter()
-    done: list[LayerResult] = []
-    ctx = _Context(project, StateStore(project.state_path), run_id, started, options, executor)
-    for layer in layers:
-        if on_layer_start:
-            on_layer_start(layer)
+    ctx = _Context(project, _SerializedStateStore(project.state_path), run_id, started, options, executor)
+    by_table = {layer.target.table: layer for layer in layers}
+    graph = project_graph(project)
+    results: dict[str, LayerResult] = {}
+
+    def work(table: str) -> LayerResult:
+        layer = by_table[table]
         t_layer = time.perf_counter()
-        try:
-            with layer_lock(project.lock_dir, layer.name, run_id=run_id, wait=options.wait):
-                result = _run_layer(ctx, layer, t_layer)
-        except MedallionError as exc:
-            failed = _failed_result(project, layer, exc, time.perf_counter() - t_layer)
-            done.append(failed)
-            if on_layer_done:
-                on_layer_done(failed)
-            partial = RunResult(run_id, project.name, started, "failed", tuple(done), time.perf_counter() - t0,
-                                _retries(project))
-            raise RunFailedError(exc, partial) from exc
-        done.append(result)
+        with layer_lock(project.lock_dir, layer.name, run_id=run_id, wait=options.wait):
+            return _run_layer(ctx, layer, t_layer)
+
+    def started_one(table: str) -> None:
+        if on_layer_start:
+            on_layer_start(by_table[table])
+
+    def finished(outcome: Outcome) -> None:
+        layer = by_table[outcome.name]
+        if outcome.status == FAILED:
+            result = _failed_result(project, layer, outcome.error, outcome.duration_s)
+        elif outcome.status == SKIPPED:
+            result = _skipped_result(project, layer, outcome)
+        else:
+            result = outcome.value
+        results[outcome.name] = result
         if on_layer_done:
             on_layer_done(result)
-    return RunResult(run_id, project.name, started, "succeeded", tuple(done), time.perf_counter() - t0, _retries(project))
+
+    outcomes = run_graph(
+        list(by_table), {t: graph.parents(t) for t in by_table}, work,
+        threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
+        on_start=started_one, on_done=finished,
+    )
+    failures = [o for o in outcomes if o.status == FAILED]
+    status = "failed" if failures else "succeeded"
+    result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
+                       time.perf_counter() - t0, _retries(project))
+    if failures:
+        # The first failure in run order, so that the exit code does not depend on timing.
+        raise RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]]) from failures[0].error
+    return result
 
 
 def _retries(project: Project) -> int:
@@ -370,13 +418,49 @@ def _raise_landing_diagnosis(project: Project, plan: LayerPlan) -> None:
 
 @dataclass
 class _Context:
+    """What every table of one run shares (tables may run in several threads)."""
+
     project: Project
     store: StateStore
     run_id: str
     started: datetime
     options: RunOptions
     executor: str | None
-    fp_project: Any = None
+    _fp: Any = field(default=None, repr=False)
+    _fp_lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def fp_project(self) -> Any:
+        """The FlowerPower project, loaded on first use, once (two tables may ask at once).
+
+        FlowerPower runs *different* pipelines from several threads correctly (each run
+        re-imports its own module; checked with concurrent runs of two pipelines), so
+        DAG execution itself is not serialized.
+        """
+        if self._fp is None:
+            with self._fp_lock:
+                if self._fp is None:
+                    self._fp = load_flowerpower(self.project.root)
+        return self._fp
+
+    @fp_project.setter
+    def fp_project(self, value: Any) -> None:
+        self._fp = value
+
+
+# DuckDB shares one database instance between the connections of a process, and two
+# threads creating the schema or writing at the same time fail ("Catalog write-write
+# conflict"): the tables of one run take turns on the state file (connections are brief).
+_STATE_LOCK = threading.RLock()
+
+
+class _SerializedStateStore(StateStore):
+    """A StateStore whose connections in this process are taken one at a time."""
+
+    @contextmanager
+    def connect(self, *, write: bool = True) -> Iterator[Any]:
+        with _STATE_LOCK, super().connect(write=write) as con:
+            yield con
 
 
 def _crash_point(layer: LayerConfig, point: str) -> None:
@@ -600,7 +684,15 @@ def _collect(value: Any, source: Any, layer: LayerConfig) -> tuple[Any, int]:
     return df, int(count.item())
 
 
-def _failed_result(project: Project, layer: LayerConfig, exc: MedallionError, duration: float) -> LayerResult:
+def _skipped_result(project: Project, layer: LayerConfig, outcome: Any) -> LayerResult:
+    """A table that did not run: a table it reads failed, or ``--fail-fast`` stopped the run."""
+    failed = ", ".join(outcome.blocked_by)
+    why = (f"not started: {failed} failed and --fail-fast stops the run" if outcome.fail_fast
+           else f"upstream {failed} failed")
+    return replace(_failed_result(project, layer, None, 0.0), status="skipped", error=why)
+
+
+def _failed_result(project: Project, layer: LayerConfig, exc: MedallionError | None, duration: float) -> LayerResult:
     return LayerResult(
         layer=layer.name,
         table=layer.target.table,
@@ -612,5 +704,5 @@ def _failed_result(project: Project, layer: LayerConfig, exc: MedallionError, du
         version=None,
         operation=None,
         duration_s=round(duration, 3),
-        error=exc.message,
+        error=exc.message if exc is not None else None,
     )

@@ -46,6 +46,14 @@ def run(
                      "(e.g. to set aside rows a `fail` gate stopped on).", show_default=False),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If another run holds a layer, wait for it instead of failing.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", "-j", min=1, help="Tables run at once (default: the number of cores, at most 4); "
+                     "a table starts when the tables it reads have succeeded. 1 runs them one after another.",
+                     show_default=False, metavar="N"),
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no table after the first failure (running ones "
+                                            "finish). Without it only the tables downstream of a failure are skipped.")] = False,
     yes: YesOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
@@ -55,17 +63,21 @@ def run(
 ) -> None:
     """Run the selected tables in dependency order, each processing only what is new.
 
+    Independent tables run at the same time (--threads). A failed table skips the tables
+    downstream of it; the others still run and commit (--fail-fast stops at the first).
+
     Selectors (dbt's grammar): `all`, a layer tag (`silver`: every table tagged silver), a
     table (`silver_events`) or pipeline name, `NAME+` (and everything downstream), `+NAME`
     (and everything upstream), `+NAME+`; several are a union, `--exclude` removes after.
 
-    Example: medallion run all · medallion run silver_events+ --exclude gold ·
+    Example: medallion run all · medallion run all --threads 1 --fail-fast ·
+    medallion run silver_events+ --exclude gold ·
     medallion run gold --set gold_daily_sales.rolling_window_days=14 ·
     medallion run silver --since 2024-01-01 --until 2024-02-01
     """
     from medallion_cli.incremental import Window
     from medallion_cli.output import plan_table, run_table
-    from medallion_cli.runner import RunOptions, count_rows, parse_overrides, plan_project, run_project
+    from medallion_cli.runner import RunFailedError, RunOptions, count_rows, parse_overrides, plan_project, run_project
     from medallion_cli.selection import parse_selection
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
@@ -79,6 +91,8 @@ def run(
         full_refresh=full_refresh,
         wait=float("inf") if wait else None,
         quality_policy=quality_policy,
+        threads=threads,
+        fail_fast=fail_fast,
     )
     if window:
         out.info(f"backfill window {window.describe()} (UTC)")
@@ -108,12 +122,20 @@ def run(
             for c in layer.quality.checks:
                 samples = ", ".join("null" if v is None else str(v) for v in c.samples)
                 out.info(f"           {c.schema}: {c.column} {c.check}: {c.rows:,} row(s), e.g. {samples}")
-        if layer.status != "failed":
+        if layer.status in ("failed", "skipped"):
+            out.status(layer.status, f"{layer.layer}: {layer.error}")
+        else:
             rows = "-" if layer.rows_out is None else f"{layer.rows_out:,}"
             version = "no new version" if layer.version is None else f"version {layer.version}"
             out.status(layer.status, f"{layer.layer}: {layer.window}: {rows} rows, {version}, {layer.duration_s:.2f}s")
 
-    result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished)
+    try:
+        result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished)
+    except RunFailedError as exc:  # the summary of what ran, then the error (and --json) from cli.app.main
+        if not json_mode and not quiet:
+            out.err.print()
+            out.err.print(run_table(exc.result))
+        raise
     if result.storage_retries:
         out.warn(f"{result.storage_retries} transient object-store fault(s) were retried")
     if json_mode:
