@@ -77,3 +77,44 @@ class EventStream:
         else:
             df.write_ndjson(path)
         return path
+
+
+CUSTOMER_SCHEMA = {
+    "customer_id": pl.Int64, "name": pl.String, "segment": pl.String, "country": pl.String,
+    "updated_at": pl.Datetime("us", "UTC"),
+}
+
+
+class CustomerStream:
+    """Batches of customer versions for the user ids EventStream draws (1..39): new
+    customers, segment changes, stale versions arriving late, duplicates and one invalid row."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.latest: dict[int, dict] = {}
+        self.batch_no = 0
+        self.t0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+
+    def batch(self, n: int = 15) -> list[dict]:
+        self.batch_no += 1
+        at = self.t0 + timedelta(days=3 * self.batch_no)
+        rows = []
+        for cid in self.rng.sample(range(1, 40), n):
+            row = {"customer_id": cid, "name": f"Customer {cid}", "country": self.rng.choice(["DE", "fr", "US"]),
+                   "segment": self.rng.choice(["consumer", "business", "enterprise", " Business"]),
+                   "updated_at": at + timedelta(minutes=self.rng.randrange(600))}
+            rows.append(row)
+            if cid in self.latest and self.rng.random() < 0.3:  # an older version arriving late: must never win
+                rows.append({**self.latest[cid], "segment": "enterprise",
+                             "updated_at": self.latest[cid]["updated_at"] - timedelta(hours=1)})
+            self.latest[cid] = row
+        rows += [dict(r) for r in self.rng.sample(rows, 2)]  # exact duplicates
+        rows.append({"customer_id": self.rng.randrange(1, 40), "name": "x", "segment": "bogus", "country": "DE",
+                     "updated_at": at + timedelta(days=1)})  # invalid, and newer: must not win either
+        self.rng.shuffle(rows)
+        return rows
+
+    def write(self, rows: list[dict], landing: Path) -> Path:
+        path = landing / f"customers_{self.batch_no:03d}.csv"
+        pl.DataFrame(rows, schema=CUSTOMER_SCHEMA, orient="row").write_csv(path)
+        return path

@@ -92,7 +92,7 @@ def test_project_is_found_from_a_subdirectory(ran_project, monkeypatch):
 
 def test_failed_run_in_a_real_process_prints_no_library_noise(ran_project):
     """loguru and Hamilton write to the process's own stderr: check it in a subprocess."""
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace('    """Total amount', '    1 / 0\n    """Total amount'))
     p = subprocess.run(
         [sys.executable, "-m", "medallion_cli", "run", "gold", "-C", str(ran_project), "--full-refresh", "--yes", "-q"],
@@ -103,5 +103,5 @@ def test_failed_run_in_a_real_process_prints_no_library_noise(ran_project):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert lines == [
         "error: layer 'gold' failed: ZeroDivisionError: division by zero",
-        "  hint: see pipelines/gold.py:7 in daily_sales; run with --debug for the traceback",
+        "  hint: see pipelines/gold_daily_sales.py:7 in daily_sales; run with --debug for the traceback",
     ], p.stderr

@@ -1,5 +1,8 @@
 """SIGKILL `medallion run all` at many moments; the re-run must end exactly where a run that
-was never interrupted ends: same silver and gold, no duplicates, no lost rows."""
+was never interrupted ends: every table of the graph the same, no duplicates, no lost rows.
+
+The template's graph runs its two feeds concurrently (default --threads), so a kill at a
+named point of one table also lands wherever the other branch happens to be."""
 
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from batches import EventStream
+from batches import CustomerStream, EventStream
 from conftest import medallion
 
 pytestmark = pytest.mark.slow
 
 POINTS = ("locked", "planned", "computed", "committed", "recorded")
-NAMED = [f"{layer}:{point}" for layer in ("bronze", "silver", "gold") for point in POINTS] + ["silver:quarantined"]
+NAMED = [f"{layer}:{point}" for layer in ("bronze", "silver", "gold") for point in POINTS] + ["silver_events:quarantined"]
 TIMED = 10  # kills after a random delay: these land inside Delta writes and state updates too
 
 
@@ -30,43 +33,54 @@ def read(project, table, keys) -> pl.DataFrame:
 
 
 def assert_same(project, twin) -> None:
-    silver = read(project, "silver_events", ["event_id"])
-    assert silver["event_id"].is_duplicated().sum() == 0
-    assert_frame_equal(silver, read(twin, "silver_events", ["event_id"]))
-    assert_frame_equal(
-        read(project, "gold_daily_sales", ["event_date", "region"]),
-        read(twin, "gold_daily_sales", ["event_date", "region"]),
-        check_exact=False, rel_tol=1e-9, abs_tol=1e-6,
-    )
+    for table, keys in (("silver_events", ["event_id"]), ("silver_customers", ["customer_id"])):
+        silver = read(project, table, keys)
+        assert silver.select(keys).is_duplicated().sum() == 0, table
+        assert_frame_equal(silver, read(twin, table, keys))
+    for table, keys in (("gold_daily_sales", ["event_date", "region"]), ("gold_sales_by_segment", ["event_date", "segment"])):
+        assert_frame_equal(read(project, table, keys), read(twin, table, keys),
+                           check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
     # Each invalid row is quarantined exactly once.
-    quarantine = read(project, "silver_events__quarantine", ["_row_key"])
-    assert quarantine["_row_key"].is_duplicated().sum() == 0
-    assert quarantine.height == read(twin, "silver_events__quarantine", ["_row_key"]).height
+    for table in ("silver_events__quarantine", "silver_customers__quarantine"):
+        quarantine = read(project, table, ["_row_key"])
+        assert quarantine["_row_key"].is_duplicated().sum() == 0, table
+        assert quarantine.height == read(twin, table, ["_row_key"]).height, table
     # Bronze ingested each landing file exactly once.
-    bronze = pl.read_delta(str(project / "lake" / "bronze_events"))
-    per_file = dict(bronze.group_by("_source_file").len().iter_rows())
-    for name, count in per_file.items():
-        path = project / "data" / "landing" / "events" / name
-        fmt = path.suffix
-        rows = {".csv": pl.read_csv, ".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson}[fmt](path).height
-        assert count == rows, name
+    for feed in ("events", "customers"):
+        bronze = pl.read_delta(str(project / "lake" / f"bronze_{feed}"))
+        per_file = dict(bronze.group_by("_source_file").len().iter_rows())
+        landing = project / "data" / "landing" / feed
+        assert set(per_file) == {f.name for f in landing.iterdir() if not f.name.startswith(".")}, feed
+        for name, count in per_file.items():
+            path = landing / name
+            rows = {".csv": pl.read_csv, ".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson}[path.suffix](path).height
+            assert count == rows, name
+
+
+def land_batch(stream: EventStream, people: CustomerStream, project, twin) -> None:
+    """A batch of events and one of customers, landed in both projects."""
+    for feed, path in (("events", stream.write(stream.batch(3000), project / "data" / "landing" / "events")),
+                       ("customers", people.write(people.batch(), project / "data" / "landing" / "customers"))):
+        shutil.copy2(path, twin / "data" / "landing" / feed / path.name)
 
 
 def test_killed_runs_recover_exactly(project, tmp_path):
     landing = project / "data" / "landing" / "events"
-    for f in landing.iterdir():
-        if not f.name.startswith("."):
-            f.unlink()
-    stream = EventStream(seed=5)
+    customers = project / "data" / "landing" / "customers"
+    for folder in (landing, customers):
+        for f in folder.iterdir():
+            if not f.name.startswith("."):
+                f.unlink()
+    stream, people = EventStream(seed=5), CustomerStream(seed=5)
     stream.write(stream.batch(3000), landing)
+    people.write(people.batch(), customers)
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
 
     # How long one uninterrupted run takes here, as a subprocess: timed kills fall inside it.
-    path = stream.write(stream.batch(3000), landing)
-    shutil.copy2(path, twin / "data" / "landing" / "events" / path.name)
+    land_batch(stream, people, project, twin)
     assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"], check=True, timeout=300)
@@ -77,8 +91,7 @@ def test_killed_runs_recover_exactly(project, tmp_path):
     scenarios = [("point", p) for p in NAMED] + [("timed", None)] * TIMED
     killed_timed = 0
     for kind, point in scenarios:
-        path = stream.write(stream.batch(3000), landing)
-        shutil.copy2(path, twin / "data" / "landing" / "events" / path.name)
+        land_batch(stream, people, project, twin)
         assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
         env = dict(os.environ)
         cmd = [sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"]

@@ -184,7 +184,7 @@ def test_dot_renders_in_graphviz(ran_project, tmp_path):
 
 def test_names_with_quotes_and_spaces_are_escaped(project, tmp_path):
     odd = 'data/my "odd" landing <#1> & \\N |x|'
-    bronze = project / "conf" / "pipelines" / "bronze.yml"
+    bronze = project / "conf" / "pipelines" / "bronze_events.yml"
     text = bronze.read_text()
     assert "landing: data/landing/events\n" in text
     bronze.write_text(text.replace("landing: data/landing/events\n", f"landing: {json.dumps(odd)}\n"))

@@ -32,10 +32,10 @@ def test_unknown_layer(project):
 
 
 def test_malformed_yaml_names_file_and_line(project):
-    cfg = project / "conf" / "pipelines" / "silver.yml"
+    cfg = project / "conf" / "pipelines" / "silver_events.yml"
     cfg.write_text(cfg.read_text() + "  broken: [unclosed\n")
     r = medallion("run", "all", "-C", project)
-    assert_clean_error(r, ExitCode.USAGE, "silver.yml", "invalid YAML at line")
+    assert_clean_error(r, ExitCode.USAGE, "silver_events.yml", "invalid YAML at line")
     assert not (project / "lake").exists()  # nothing ran
 
 
@@ -78,7 +78,7 @@ def test_unknown_executor_is_refused(project, executor):
 
 
 def test_legacy_retry_key_is_refused_before_flowerpower_rewrites_the_file(project):
-    cfg = project / "conf" / "pipelines" / "gold.yml"
+    cfg = project / "conf" / "pipelines" / "gold_daily_sales.yml"
     text = cfg.read_text().replace("  retry:\n    max_retries: 0\n", "  max_retries: 0\n")
     cfg.write_text(text)
     r = medallion("run", "all", "-C", project)
@@ -89,12 +89,12 @@ def test_legacy_retry_key_is_refused_before_flowerpower_rewrites_the_file(projec
 def test_pipeline_exception_stops_later_layers_and_writes_nothing(ran_project):
     add_landing_file(ran_project, "more.csv")
     before = versions(ran_project)
-    module = ran_project / "pipelines" / "silver.py"
+    module = ran_project / "pipelines" / "silver_events.py"
     module.write_text(module.read_text().replace(
         '    return normalized_events.select', '    raise ValueError("boom in silver")\n    return normalized_events.select'
     ))
     r = medallion("run", "all", "-C", ran_project)
-    assert_clean_error(r, ExitCode.RUN_FAILED, "layer 'silver' failed: ValueError: boom in silver", "pipelines/silver.py:")
+    assert_clean_error(r, ExitCode.RUN_FAILED, "layer 'silver' failed: ValueError: boom in silver", "pipelines/silver_events.py:")
     after = versions(ran_project)
     assert after["bronze_events"] == before["bronze_events"] + 1  # bronze ran before the failure
     assert after["silver_events"] == before["silver_events"]
@@ -104,7 +104,7 @@ def test_pipeline_exception_stops_later_layers_and_writes_nothing(ran_project):
 
 def test_pipeline_failure_fails_fast_without_retries(ran_project):
     calls = ran_project / "calls.txt"
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text() + (
         "\n\ndef gold_daily_sales(daily_sales: pl.LazyFrame) -> pl.LazyFrame:\n"
         f"    with open({str(calls)!r}, 'a') as f:\n        f.write('call\\n')\n"
@@ -123,7 +123,7 @@ def test_pipeline_failure_fails_fast_without_retries(ran_project):
 
 
 def test_debug_shows_the_traceback(ran_project):
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace('    """Total amount', '    1 / 0\n    """Total amount'))
     r = medallion("run", "gold", "-C", ran_project, "--debug", "--full-refresh", "--yes")
     assert r.exit_code == ExitCode.RUN_FAILED
@@ -132,7 +132,7 @@ def test_debug_shows_the_traceback(ran_project):
 
 def test_lossy_type_change_is_refused_and_table_untouched(ran_project):
     before = versions(ran_project)
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace(
         'pl.len().cast(pl.Int64).alias("transaction_count")', 'pl.len().cast(pl.Float64).alias("transaction_count")'
     ))
@@ -147,7 +147,7 @@ def test_lossy_type_change_is_refused_and_table_untouched(ran_project):
 
 
 def test_output_node_must_return_a_frame(ran_project):
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text() + "\n\ndef gold_daily_sales(daily_sales: pl.LazyFrame) -> int:\n    return 3\n")
     r = medallion("run", "gold", "-C", ran_project, "--full-refresh", "--yes")
     assert_clean_error(r, ExitCode.RUN_FAILED, "returned int, not a polars frame")

@@ -57,7 +57,7 @@ def test_a_good_set_value_still_runs(project):
 
 
 def test_hamilton_type_error_shows_the_real_reason(ran_project):
-    cfg = ran_project / "conf" / "pipelines" / "silver.yml"
+    cfg = ran_project / "conf" / "pipelines" / "silver_events.yml"
     cfg.write_text(cfg.read_text().replace("amount_decimals: 2", "amount_decimals: two"))
     r = medallion("run", "silver", "-C", ran_project, "--full-refresh", "--yes")
     assert_clean_error(r, ExitCode.RUN_FAILED, "Type requirement mismatch. Expected amount_decimals:<class 'int'> got two")
@@ -66,11 +66,11 @@ def test_hamilton_type_error_shows_the_real_reason(ran_project):
 @pytest.mark.parametrize("code", ["3", "0", "None", "'bye'"])
 def test_sys_exit_in_a_pipeline_is_a_pipeline_failure(ran_project, code):
     before = versions(ran_project)
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace('    """Total amount', f'    import sys\n    sys.exit({code})\n    """Total amount'))
     r = medallion("run", "gold", "-C", ran_project, "--full-refresh", "--yes")
     assert_clean_error(r, ExitCode.RUN_FAILED, f"layer 'gold' failed: the pipeline called sys.exit({code})",
-                       "pipelines/gold.py:")
+                       "pipelines/gold_daily_sales.py:")
     assert versions(ran_project) == before
 
 
@@ -83,8 +83,8 @@ def _edit(path, old, new):
 def test_keys_and_partition_by_may_be_one_column_as_a_string(project):
     from deltalake import DeltaTable
 
-    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id]", "keys: event_id")
-    _edit(project / "conf" / "pipelines" / "gold.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: event_date\n")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "keys: [event_id]", "keys: event_id")
+    _edit(project / "conf" / "pipelines" / "gold_daily_sales.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: event_date\n")
     for _ in range(2):
         r = medallion("run", "all", "-C", project, "--quiet")
         assert r.exit_code == 0, r
@@ -95,36 +95,36 @@ def test_keys_and_partition_by_may_be_one_column_as_a_string(project):
 
 
 def test_a_comma_separated_string_is_refused_clearly(project):
-    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id]", "keys: event_id, user_id")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "keys: [event_id]", "keys: event_id, user_id")
     r = medallion("run", "all", "-C", project)
     assert_clean_error(r, ExitCode.USAGE, "medallion.target.keys: 'event_id, user_id' is not a valid column name", "YAML list")
 
 
 def test_order_by_naming_a_missing_column_is_a_config_error(project):
-    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
     r = medallion("run", "all", "-C", project)  # first run: found in the output, before silver writes
-    assert_clean_error(r, ExitCode.USAGE, "silver.yml", "order_by of layer 'silver' names column 'nosuch'")
+    assert_clean_error(r, ExitCode.USAGE, "silver_events.yml", "order_by of layer 'silver' names column 'nosuch'")
     assert versions(project)["silver_events"] is None
-    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: nosuch", "order_by: [updated_at, _ingested_at]")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: nosuch", "order_by: [updated_at, _ingested_at]")
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     before = versions(project)
-    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
     r = medallion("run", "all", "-C", project)  # table exists: refused before any layer runs
     assert_clean_error(r, ExitCode.USAGE, "names column 'nosuch'", "nor does table silver_events")
     assert versions(project) == before
 
 
 def test_check_finds_key_partition_and_order_columns_the_output_lacks(project):
-    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id]", "keys: [event_id, nokey]")
-    _edit(project / "conf" / "pipelines" / "silver.yml", "order_by: [updated_at, _ingested_at]", "order_by: noorder")
-    _edit(project / "conf" / "pipelines" / "gold.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: nopart\n")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "keys: [event_id]", "keys: [event_id, nokey]")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: noorder")
+    _edit(project / "conf" / "pipelines" / "gold_daily_sales.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: nopart\n")
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE, r
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
     assert set(failed) == {"silver", "gold"}, failed
     assert "keys of layer 'silver' names column 'nokey'" in failed["silver"]
     assert "partition_by of layer 'gold' names column 'nopart'" in failed["gold"]
-    _edit(project / "conf" / "pipelines" / "silver.yml", "keys: [event_id, nokey]", "keys: [event_id]")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "keys: [event_id, nokey]", "keys: [event_id]")
     r = medallion("check", "-C", project, "--json")
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
     assert "order_by of layer 'silver' names column 'noorder'" in failed["silver"]
@@ -140,8 +140,8 @@ def test_a_layer_listed_twice_is_named(project):
 def test_two_layers_writing_one_table_are_named(project):
     import shutil
 
-    shutil.copy(project / "conf" / "pipelines" / "gold.yml", project / "conf" / "pipelines" / "gold2.yml")
-    shutil.copy(project / "pipelines" / "gold.py", project / "pipelines" / "gold2.py")
+    shutil.copy(project / "conf" / "pipelines" / "gold_daily_sales.yml", project / "conf" / "pipelines" / "gold2.yml")
+    shutil.copy(project / "pipelines" / "gold_daily_sales.py", project / "pipelines" / "gold2.py")
     _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [bronze, silver, gold, gold2")
     for args in (["run", "all"], ["check"]):
         r = medallion(*args, "-C", project)
@@ -237,11 +237,11 @@ def test_os_errors_are_classified(exc, fragment):
 
 
 def test_sys_exit_at_import_of_a_pipeline_module_is_reported_by_check(project):
-    module = project / "pipelines" / "gold.py"
+    module = project / "pipelines" / "gold_daily_sales.py"
     module.write_text("import sys\nsys.exit(3)\n" + module.read_text())
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE, r
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
-    assert failed == {"gold": "gold.py fails to import: SystemExit: 3"}, failed
+    assert failed == {"gold": "gold_daily_sales.py fails to import: SystemExit: 3"}, failed
     r = medallion("run", "all", "-C", project, "--set", "rolling_window_days=3")
     assert_clean_error(r, ExitCode.RUN_FAILED, "sys.exit(3)")

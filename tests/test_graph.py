@@ -33,12 +33,12 @@ def test_run_order_comes_from_the_inputs_not_the_listing(project):
 
 
 def test_a_cycle_is_refused_naming_the_pipelines(project):
-    edit(project / "conf" / "pipelines" / "bronze.yml", "  source:\n    # Files", "  source:\n    table: gold_daily_sales\n    # Files")
-    edit(project / "conf" / "pipelines" / "bronze.yml", "    landing: data/landing/events\n", "")
-    text = (project / "conf" / "pipelines" / "bronze.yml").read_text()
+    edit(project / "conf" / "pipelines" / "bronze_events.yml", "  source:\n    # Files", "  source:\n    table: gold_daily_sales\n    # Files")
+    edit(project / "conf" / "pipelines" / "bronze_events.yml", "    landing: data/landing/events\n", "")
+    text = (project / "conf" / "pipelines" / "bronze_events.yml").read_text()
     text = text[:text.index("    schema:")] + text[text.index("  # Each landing file"):]
     text = text.replace("  incremental:\n    strategy: files\n", "")
-    (project / "conf" / "pipelines" / "bronze.yml").write_text(text)
+    (project / "conf" / "pipelines" / "bronze_events.yml").write_text(text)
     with pytest.raises(ConfigError) as info:
         load_project(project)
     assert "cycle" in info.value.message and "(bronze)" in info.value.message and "(gold)" in info.value.message
@@ -47,7 +47,7 @@ def test_a_cycle_is_refused_naming_the_pipelines(project):
 
 
 def test_a_table_named_like_a_layer_is_refused(project):
-    edit(project / "conf" / "pipelines" / "gold.yml", "table: gold_daily_sales", "table: silver")
+    edit(project / "conf" / "pipelines" / "gold_daily_sales.yml", "table: gold_daily_sales", "table: silver")
     r = medallion("check", "-C", project)
     assert r.exit_code == 2 and "table 'silver' has the name of a layer" in r.stderr, r
 

@@ -21,10 +21,10 @@ VOLATILE = ("_ingested_at", "_run_id", "_quarantined_at")
 def add_gold2(project, *, fail: bool = False) -> None:
     """A second gold table, independent of the first: pipeline gold2 writes gold_other."""
     conf = project / "conf"
-    text = (conf / "pipelines" / "gold.yml").read_text()
+    text = (conf / "pipelines" / "gold_daily_sales.yml").read_text()
     assert "    table: gold_daily_sales\n" in text
     (conf / "pipelines" / "gold2.yml").write_text(text.replace("    table: gold_daily_sales\n", "    table: gold_other\n"))
-    shutil.copy(project / "pipelines" / "gold.py", project / "pipelines" / "gold2.py")
+    shutil.copy(project / "pipelines" / "gold_daily_sales.py", project / "pipelines" / "gold2.py")
     cfg = (conf / "project.yml").read_text()
     assert "layers: [bronze, silver, gold]" in cfg
     (conf / "project.yml").write_text(cfg.replace("layers: [bronze, silver, gold]", "layers: [bronze, silver, gold, gold2]"))

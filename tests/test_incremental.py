@@ -155,7 +155,7 @@ def test_full_refresh_needs_confirmation_and_rebuilds(ran_project):
 
 
 def test_gold_without_a_change_feed_on_silver_recomputes_everything(project, tmp_path):
-    cfg = project / "conf" / "pipelines" / "silver.yml"
+    cfg = project / "conf" / "pipelines" / "silver_events.yml"
     cfg.write_text(cfg.read_text().replace("delta.enableChangeDataFeed: true", "delta.enableChangeDataFeed: false"))
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     add_landing_file(project, "late.csv", [("evt-00005", 9, "purchase", 77.0, "2024-01-02", "2030-01-01T00:00:00Z", "west")])

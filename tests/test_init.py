@@ -20,18 +20,18 @@ EXPECTED_FILES = {
     "pyproject.toml",
     "schemas.py",
     "conf/project.yml",
-    "conf/pipelines/bronze.yml",
-    "conf/pipelines/silver.yml",
-    "conf/pipelines/gold.yml",
+    "conf/pipelines/bronze_events.yml",
+    "conf/pipelines/silver_events.yml",
+    "conf/pipelines/gold_daily_sales.yml",
     "conf/pipelines/bronze_customers.yml",
     "conf/pipelines/silver_customers.yml",
-    "conf/pipelines/gold_segments.yml",
-    "pipelines/bronze.py",
-    "pipelines/silver.py",
-    "pipelines/gold.py",
+    "conf/pipelines/gold_sales_by_segment.yml",
+    "pipelines/bronze_events.py",
+    "pipelines/silver_events.py",
+    "pipelines/gold_daily_sales.py",
     "pipelines/bronze_customers.py",
     "pipelines/silver_customers.py",
-    "pipelines/gold_segments.py",
+    "pipelines/gold_sales_by_segment.py",
     "hooks/README.md",
     "data/landing/events/.gitkeep",
     "data/landing/events/events_2024-01-01.csv",
@@ -98,13 +98,13 @@ def test_refuses_non_empty_target_and_changes_nothing(tmp_path):
 def test_force_overwrites_template_files_and_keeps_others(tmp_path):
     assert medallion("init", "shop", "--directory", tmp_path, "-q").exit_code == 0
     root = tmp_path / "shop"
-    (root / "pipelines" / "gold.py").write_text("# edited\n")
+    (root / "pipelines" / "gold_daily_sales.py").write_text("# edited\n")
     (root / "mine.txt").write_text("keep me")
     r = medallion("init", "shop", "--directory", tmp_path, "--force")
     assert r.exit_code == 0, r
-    assert "overwrite pipelines/gold.py" in r.stderr
-    assert "identical pipelines/silver.py" in r.stderr
-    assert "# edited" not in (root / "pipelines" / "gold.py").read_text()
+    assert "overwrite pipelines/gold_daily_sales.py" in r.stderr
+    assert "identical pipelines/silver_events.py" in r.stderr
+    assert "# edited" not in (root / "pipelines" / "gold_daily_sales.py").read_text()
     assert (root / "mine.txt").read_text() == "keep me"
 
 
@@ -126,12 +126,12 @@ def test_unknown_template(tmp_path):
 
 def test_failure_removes_what_it_created(tmp_path):
     target = tmp_path / "shop"
-    (target / "pipelines" / "gold.py").mkdir(parents=True)  # a folder where a file must go
+    (target / "pipelines" / "gold_daily_sales.py").mkdir(parents=True)  # a folder where a file must go
     r = medallion("init", "shop", "--directory", tmp_path, "--force")
     assert r.exit_code == ExitCode.USAGE, r
     assert "could not create" in r.stderr
     leftovers = {str(p.relative_to(target)) for p in target.rglob("*")}
-    assert leftovers == {"pipelines", "pipelines/gold.py"}
+    assert leftovers == {"pipelines", "pipelines/gold_daily_sales.py"}
 
 
 def test_generated_project_tests_pass(project):

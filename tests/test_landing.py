@@ -36,7 +36,7 @@ def empty_landing(project: Path) -> Path:
 
 def set_source(project: Path, text: str) -> None:
     """Set keys of bronze's `medallion.source` section (replacing the template's line for each)."""
-    cfg = project / "conf" / "pipelines" / "bronze.yml"
+    cfg = project / "conf" / "pipelines" / "bronze_events.yml"
     keys = tuple(f"    {line.split(':')[0]}:" for line in text.strip("\n").splitlines())
     lines = [line for line in cfg.read_text().splitlines(keepends=True) if not line.startswith(keys)]
     at = next(i for i, line in enumerate(lines) if line.strip() == "source:") + 1
@@ -305,7 +305,7 @@ def test_s3_landing_prefix_with_no_objects_is_refused(s3, tmp_path):
     assert r.exit_code == 0, r
     root = tmp_path / "shop"
     s3.client().put_object(Bucket="lake-bucket", Key="incoming/a.csv", Body=(HEADER + "\n").encode())
-    cfg = root / "conf" / "pipelines" / "bronze.yml"
+    cfg = root / "conf" / "pipelines" / "bronze_events.yml"
     cfg.write_text(cfg.read_text().replace("landing: data/landing/events", "landing: s3://lake-bucket/incomming"))
     r = run(root)
     assert r.exit_code == ExitCode.USAGE, r

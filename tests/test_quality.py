@@ -22,7 +22,7 @@ BAD_ROWS = [
 
 
 def set_quality(project, block: str) -> None:
-    cfg = project / "conf" / "pipelines" / "silver.yml"
+    cfg = project / "conf" / "pipelines" / "silver_events.yml"
     text = cfg.read_text()
     start = text.index("  quality:")
     end = text.index("  target:")
@@ -98,7 +98,7 @@ def test_threshold_turns_quarantine_into_fail(ran_project):
 @pytest.mark.parametrize("policy", ["fail", "drop", "quarantine"])
 def test_schema_level_problems_fail_under_every_policy(ran_project, policy):
     set_quality(ran_project, f"  quality:\n    schemas: [SilverEvents]\n    policy: {policy}\n")
-    module = ran_project / "pipelines" / "silver.py"
+    module = ran_project / "pipelines" / "silver_events.py"
     module.write_text(module.read_text().replace(".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\")", ".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\").with_columns(pl.col('user_id').cast(pl.String))"))
     add_landing_file(ran_project, "more.csv")
     before = silver_version(ran_project)
@@ -109,7 +109,7 @@ def test_schema_level_problems_fail_under_every_policy(ran_project, policy):
 
 
 def test_a_missing_column_fails_whatever_the_policy(ran_project):
-    module = ran_project / "pipelines" / "silver.py"
+    module = ran_project / "pipelines" / "silver_events.py"
     module.write_text(module.read_text().replace(".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\")", ".select(*EVENT_COLUMNS, \"_ingested_at\", \"_source_file\").drop('region')"))
     add_landing_file(ran_project, "more.csv")
     r = medallion("run", "all", "-C", ran_project)
@@ -148,7 +148,7 @@ def test_quality_command_summarizes_the_quarantine(ran_project):
 
 def test_quarantine_is_not_duplicated_when_a_run_is_killed_after_it(ran_project):
     add_landing_file(ran_project, "bad.csv", BAD_ROWS)
-    env = {**os.environ, "MEDALLION_TEST_CRASH_AT": "silver:quarantined"}
+    env = {**os.environ, "MEDALLION_TEST_CRASH_AT": "silver_events:quarantined"}
     p = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project)], env=env,
                        capture_output=True, text=True)
     assert p.returncode == -9
@@ -162,14 +162,14 @@ def test_check_passes_on_a_fresh_project_and_names_problems(project):
     r = medallion("check", "-C", project, "--json")
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["ok"] and {c["check"] for c in doc["checks"]} == {"configuration", "pipeline", "columns", "executor", "quality"}
-    (project / "pipelines" / "gold.py").write_text(
-        (project / "pipelines" / "gold.py").read_text().replace("rolling_window_days: int)", "rolling_window_days: int, missing_input: str)"))
+    (project / "pipelines" / "gold_daily_sales.py").write_text(
+        (project / "pipelines" / "gold_daily_sales.py").read_text().replace("rolling_window_days: int)", "rolling_window_days: int, missing_input: str)"))
     (project / "schemas.py").write_text((project / "schemas.py").read_text().replace("class SilverEvents", "class Renamed"))
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
     assert "missing_input" in failed["gold"] and "no schema 'SilverEvents'" in failed["silver"]
-    (project / "conf" / "pipelines" / "bronze.yml").write_text("run: [unclosed\n")
+    (project / "conf" / "pipelines" / "bronze_events.yml").write_text("run: [unclosed\n")
     r = medallion("check", "-C", project)
     assert r.exit_code == ExitCode.USAGE and "invalid YAML" in r.stderr
 

@@ -74,7 +74,7 @@ def test_landing_files_on_s3(s3_project, s3):
     for f in LANDING.iterdir():
         if not f.name.startswith("."):
             fs.put(str(f), f"lake-bucket/incoming/{f.name}")
-    cfg = s3_project / "conf" / "pipelines" / "bronze.yml"
+    cfg = s3_project / "conf" / "pipelines" / "bronze_events.yml"
     cfg.write_text(cfg.read_text().replace("landing: data/landing/events", "landing: s3://lake-bucket/incoming"))
     r = medallion("run", "all", "-C", s3_project, "--json")
     assert r.exit_code == 0, r

@@ -11,7 +11,7 @@ DB_PASSWORD = "db-password-81c4e6f0"
 
 
 def _leaky_pipeline(project) -> None:
-    module = project / "pipelines" / "gold.py"
+    module = project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace(
         '    """Total amount',
         "    import os, warnings\n"

@@ -143,7 +143,7 @@ def test_run_plan_with_selectors_and_exclusions(project):
 
 
 def test_layer_tags_and_pipeline_names_in_a_real_project(project):
-    gold = project / "conf" / "pipelines" / "gold.yml"
+    gold = project / "conf" / "pipelines" / "gold_daily_sales.yml"
     gold.write_text(gold.read_text().replace("medallion:\n", "medallion:\n  layer: silver\n", 1))
     loaded = load_project(project)
     assert [l.name for l in select_layers(loaded, ["silver"])] == ["silver", "gold"]  # the tag holds both

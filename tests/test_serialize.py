@@ -53,7 +53,7 @@ def test_restore_during_a_run_fails_or_waits_and_loses_no_row(ran_project):
     first = batch(project, "b1.csv", "b1")
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0  # silver version 1
     second = batch(project, "b2.csv", "b2")
-    run = PausedRun(project, "silver:planned")
+    run = PausedRun(project, "silver_events:planned")
     try:
         t0 = time.perf_counter()
         r = medallion("restore", "silver", "--version", "0", "--yes", "-C", project)
@@ -86,7 +86,7 @@ def test_restore_during_a_run_fails_or_waits_and_loses_no_row(ran_project):
 def test_watermark_reset_during_a_run_is_refused_or_waits_and_sticks(ran_project):
     project = ran_project
     batch(project, "b1.csv", "b1")
-    run = PausedRun(project, "silver:planned")
+    run = PausedRun(project, "silver_events:planned")
     try:
         r = medallion("watermark", "reset", "silver", "--yes", "-C", project)
         assert r.exit_code == ExitCode.CONFLICT, r

@@ -25,7 +25,7 @@ def customers(project: Path, name: str, rows: list[tuple]) -> None:
 
 def with_segments(project: Path, on_change: str = "") -> Path:
     if on_change:
-        cfg = project / "conf" / "pipelines" / "gold_segments.yml"
+        cfg = project / "conf" / "pipelines" / "gold_sales_by_segment.yml"
         cfg.write_text(cfg.read_text().replace("      read: snapshot\n", f"      read: snapshot\n      {on_change}\n"))
     return project
 
@@ -129,7 +129,7 @@ def test_graph_order_and_plan_follow_the_snapshot_edge(project):
 ])
 def test_bad_inputs_are_config_errors(project, inputs, message):
     with_segments(project)
-    cfg = project / "conf" / "pipelines" / "gold_segments.yml"
+    cfg = project / "conf" / "pipelines" / "gold_sales_by_segment.yml"
     text = cfg.read_text()
     start, end = text.index("  inputs:\n    # The facts"), text.index("  output:")
     cfg.write_text(text[:start] + inputs + text[end:])

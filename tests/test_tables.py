@@ -210,9 +210,9 @@ def test_optimize_compacts_and_validates_z_order(tmp_path):
 
 
 def test_schema_evolution_merge_adds_the_column_and_names_it(ran_project):
-    cfg = ran_project / "conf" / "pipelines" / "gold.yml"
+    cfg = ran_project / "conf" / "pipelines" / "gold_daily_sales.yml"
     cfg.write_text(cfg.read_text().replace("medallion:\n", "medallion:\n  schema_evolution: merge\n", 1))
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace(
         '.alias("rolling_mean_sales")\n    )', '.alias("rolling_mean_sales"),\n        pl.lit("v2").alias("model")\n    )'))
     add_landing_file(ran_project, "more.csv")
@@ -224,7 +224,7 @@ def test_schema_evolution_merge_adds_the_column_and_names_it(ran_project):
 
 
 def test_schema_evolution_fail_stops_before_writing(ran_project):
-    module = ran_project / "pipelines" / "gold.py"
+    module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace(
         '.alias("rolling_mean_sales")\n    )', '.alias("rolling_mean_sales"),\n        pl.lit(1).alias("extra")\n    )'))
     add_landing_file(ran_project, "more.csv")

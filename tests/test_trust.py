@@ -110,7 +110,7 @@ def test_quarantine_once_after_full_refresh_backfill_and_lookback(ran_project):
     # A row keeps the run that first quarantined it, whatever re-read it since.
     assert_frame_equal(lake(ran_project, "silver_events__quarantine").select("_row_key", "_run_id").sort("_row_key"), first)
 
-    cfg = ran_project / "conf" / "pipelines" / "silver.yml"
+    cfg = ran_project / "conf" / "pipelines" / "silver_events.yml"
     cfg.write_text(cfg.read_text().replace("    column: _ingested_at\n", "    column: _ingested_at\n    lookback: 1 hour\n"))
     for i in range(3):
         add_landing_file(ran_project, f"more-{i}.csv", [(f"lb-{i}", 5, "purchase", -1.0, "2024-01-03", "2024-01-03T12:00:00Z", "north")])
@@ -131,7 +131,7 @@ def test_a_failed_main_write_after_the_quarantine_does_not_quarantine_twice(ran_
     add_landing_file(ran_project, "bad.csv", [("bad-1", 5, "purchase", -3.0, "2024-01-03", "2024-01-03T12:00:00Z", "north"),
                                               ("good-1", 5, "purchase", 3.0, "2024-01-03", "2024-01-03T12:00:00Z", "north")])
     ok("run", "bronze", "-C", ran_project, "-q")
-    os.environ["MEDALLION_TEST_FAIL_AT"] = "silver:quarantined"  # after the quarantine commit, before the MERGE
+    os.environ["MEDALLION_TEST_FAIL_AT"] = "silver_events:quarantined"  # after the quarantine commit, before the MERGE
     try:
         r = medallion("run", "silver", "-C", ran_project, "-q")
     finally:
@@ -144,7 +144,7 @@ def test_a_failed_main_write_after_the_quarantine_does_not_quarantine_twice(ran_
 
 
 def test_policy_fail_hint_names_a_recovery_that_works(ran_project):
-    cfg = ran_project / "conf" / "pipelines" / "silver.yml"
+    cfg = ran_project / "conf" / "pipelines" / "silver_events.yml"
     cfg.write_text(cfg.read_text().replace("    policy: quarantine\n", "    policy: fail\n"))
     add_landing_file(ran_project, "bad.csv", [("bad-1", 5, "purchase", -3.0, "2024-01-03", "2024-01-03T12:00:00Z", "north")])
     r = medallion("run", "all", "-C", ran_project)
@@ -289,7 +289,7 @@ def test_a_file_that_changes_while_it_is_read_is_not_committed(ran_project):
 
     path = write_csv(ran_project, "slow.csv", ["s1,1,purchase,1.0,2024-01-02,2024-01-02T00:00:00Z,north"])
     flag = ran_project / ".paused"
-    env = dict(os.environ, MEDALLION_TEST_PAUSE_AT="bronze:computed=3", MEDALLION_TEST_PAUSE_FILE=str(flag))
+    env = dict(os.environ, MEDALLION_TEST_PAUSE_AT="bronze_events:computed=3", MEDALLION_TEST_PAUSE_FILE=str(flag))
     proc = subprocess.Popen([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

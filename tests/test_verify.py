@@ -194,7 +194,7 @@ def test_a_failing_recompute_exits_1_and_cleans_up(ran_project, tmp_path):
     # Landing files the live lake has not ingested are left out of the recompute; a
     # pipeline that now fails makes the recompute fail.
     (ran_project / "data" / "landing" / "not-yet.csv").write_text("event_id\nx\n")
-    module = ran_project / "pipelines" / "silver.py"
+    module = ran_project / "pipelines" / "silver_events.py"
     module.write_text(module.read_text().replace(
         "    return normalized_events.select", '    raise ValueError("boom")\n    return normalized_events.select'))
     before = snapshot(ran_project)

@@ -113,7 +113,7 @@ def test_a_missed_state_update_is_picked_up_from_the_delta_log(ran_project, monk
     import sys
 
     add_landing_file(ran_project, "late.csv")
-    env = {**__import__("os").environ, "MEDALLION_TEST_CRASH_AT": "bronze:committed"}
+    env = {**__import__("os").environ, "MEDALLION_TEST_CRASH_AT": "bronze_events:committed"}
     p = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project)], env=env,
                        capture_output=True, text=True)
     assert p.returncode == -9

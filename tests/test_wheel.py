@@ -20,7 +20,7 @@ def test_installed_wheel_scaffolds_and_runs(tmp_path):
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("medallion_cli-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "medallion_cli/templates/events/conf/pipelines/silver.yml" in names
+    assert "medallion_cli/templates/events/conf/pipelines/silver_events.yml" in names
     assert "medallion_cli/templates/events/data/landing/events/events_2024-01-06.parquet" in names
 
     # Install the wheel alone into its own folder, ahead of any editable checkout on the path.

@@ -296,6 +296,10 @@ def _plan_files(
         plan.predicate = f"{SOURCE_FILE_COLUMN} IN ({', '.join(sql_string(f.name) for f in chosen)})"
     if not chosen and full_refresh:
         plan.window = "all landing files (there are none: the table is emptied)"
+    elif not chosen and not window and not project.storage.is_table(project.table_uri(layer.target.table)):
+        # Created empty, so the tables reading it run too (a feed that has not delivered yet
+        # must not fail the tables downstream of it).
+        plan.window = "no landing files yet (the table is created empty)"
     elif not chosen:
         plan.kind = "nothing"
         plan.window = "no new or changed landing files" + (f" modified in {window.describe()}" if window else "")

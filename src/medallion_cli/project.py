@@ -308,19 +308,10 @@ def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Projec
     data = read_yaml(project_path)
     name = data.get("name") or root.name
     section = _mapping(data.get("medallion", {}), project_path, "medallion")
-    layer_names = section.get("layers")
-    if not isinstance(layer_names, list) or not layer_names or not all(isinstance(n, str) for n in layer_names):
-        raise ConfigError(
-            f"{project_path}: medallion.layers must be a non-empty list of layer names",
-            hint="e.g. `layers: [bronze, silver, gold]`",
-        )
     lake_root = section.get("lake_root", "lake")
     if not isinstance(lake_root, str) or not lake_root:
         raise ConfigError(f"{project_path}: medallion.lake_root must be a path or URI")
-    twice = sorted({n for n in layer_names if layer_names.count(n) > 1})
-    if twice:
-        raise ConfigError(f"{project_path}: layer {twice[0]!r} is listed more than once in medallion.layers",
-                          hint="list each layer once, in dependency order")
+    layer_names = _pipeline_names(root, section.get("layers"), project_path)
     layers = tuple(_load_layer(root, layer) for layer in layer_names)
     _check_one_writer_per_table(layers)
     from medallion_cli.graph import build_graph
@@ -343,6 +334,33 @@ def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Projec
                    storage=storage)
 
 
+def _pipeline_names(root: Path, listed: Any, project_path: Path) -> list[str]:
+    """The project's pipelines: every ``conf/pipelines/NAME.yml`` with a ``medallion:`` section.
+
+    ``medallion.layers`` is optional; when kept (projects made before tables had inputs), the
+    pipelines it names come first, in its order, which only matters for display: the run
+    order always comes from the inputs. A listed pipeline must exist.
+    """
+    if listed is not None and (not isinstance(listed, list) or not all(isinstance(n, str) for n in listed)):
+        raise ConfigError(f"{project_path}: medallion.layers must be a list of pipeline names",
+                          hint="e.g. `layers: [bronze, silver, gold]`, or remove it: pipelines are found in conf/pipelines/")
+    listed = list(listed or [])
+    twice = sorted({n for n in listed if listed.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{project_path}: layer {twice[0]!r} is listed more than once in medallion.layers",
+                          hint="list each pipeline once")
+    found = []
+    folder = root / PIPELINES_CONFIG_DIR
+    for path in sorted(folder.glob("*.yml")) if folder.is_dir() else ():
+        if path.stem not in listed and "medallion" in read_yaml(path):
+            found.append(path.stem)
+    names = listed + found
+    if not names:
+        raise ConfigError(f"{folder}: no pipeline has a `medallion:` section",
+                          hint="add conf/pipelines/NAME.yml and pipelines/NAME.py (see `medallion init`)")
+    return names
+
+
 def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -363,7 +381,7 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     if not (root / PIPELINES_DIR / f"{name}.py").is_file():
         raise ConfigError(
             f"layer {name!r} has no pipeline module: {root / PIPELINES_DIR / (name + '.py')} is missing",
-            hint="restore the module or remove the layer from medallion.layers",
+            hint=f"restore the module, or delete {PIPELINES_CONFIG_DIR / (name + '.yml')} if the table is gone",
         )
     data = read_yaml(path)
     run = _mapping(data.get("run"), path, "run")

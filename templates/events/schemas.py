@@ -13,7 +13,7 @@ EVENT_TYPES = ["click", "view", "purchase", "refund"]
 
 class SilverEvents(pa.DataFrameModel):
     """One clean version of an event. (Uniqueness of event_id is not checked here: medallion
-    keeps the newest valid version per key after this check, see conf/pipelines/silver.yml.)"""
+    keeps the newest valid version per key after this check, see conf/pipelines/silver_events.yml.)"""
 
     event_id: str = pa.Field(nullable=False, str_length={"min_value": 1})
     user_id: int = pa.Field(nullable=False, gt=0)

@@ -5,8 +5,8 @@ from datetime import date, datetime, timezone
 import polars as pl
 import pytest
 
-import gold
-import silver
+import gold_daily_sales as gold
+import silver_events as silver
 from schemas import SilverEvents
 
 UTC = timezone.utc
@@ -79,7 +79,7 @@ def test_silver_customers_normalizes_and_keeps_lineage():
 
 
 def test_sales_by_segment_joins_customers_and_counts_the_unknown():
-    import gold_segments
+    import gold_sales_by_segment as gold_segments
 
     sales = events([row("a", user=1, amount=10.0), row("b", user=2, amount=5.0), row("c", user=1, amount=1.0),
                     row("d", user=9, amount=2.0), row("e", user=1, etype="view", amount=0.0)])

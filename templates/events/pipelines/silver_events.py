@@ -4,7 +4,7 @@ Input ``bronze_events`` is the bronze Delta table. The ``silver_events`` frame m
 several versions of an event (updates, re-sent files). medallion then, in this order:
 
 1. checks every row against the ``SilverEvents`` schema (schemas.py) and quarantines the
-   invalid ones (see conf/pipelines/silver.yml);
+   invalid ones (see conf/pipelines/silver_events.yml);
 2. keeps, per ``event_id``, the newest *valid* version by ``order_by`` (``updated_at``,
    then ``_ingested_at``), and merges it into the ``silver_events`` table, where an older
    version never replaces a newer one.

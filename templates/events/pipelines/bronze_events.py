@@ -1,6 +1,6 @@
 """Bronze: raw events as they landed, plus ingestion metadata.
 
-medallion reads the landing files (with the schema in conf/pipelines/bronze.yml) and hands
+medallion reads the landing files (with the schema in conf/pipelines/bronze_events.yml) and hands
 them to this DAG as the ``landing`` frame, with two columns of its own: ``_source_file``
 (the file's path under the landing folder) and ``_ingested_at`` (when the file was first
 ingested; a full refresh keeps it, so arrival order survives a rebuild). The frame this
