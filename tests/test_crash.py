@@ -23,7 +23,10 @@ from conftest import medallion
 pytestmark = pytest.mark.slow
 
 POINTS = ("locked", "planned", "computed", "committed", "recorded")
-NAMED = [f"{layer}:{point}" for layer in ("bronze", "silver", "gold") for point in POINTS] + ["silver_events:quarantined"]
+EVENTS_CHAIN = ("bronze_events", "silver_events", "gold_daily_sales")
+NAMED = ([f"{table}:{point}" for table in EVENTS_CHAIN for point in POINTS] + ["silver_events:quarantined"]
+         + ["bronze_customers:committed", "silver_customers:quarantined", "silver_customers:committed",
+            "gold_sales_by_segment:planned", "gold_sales_by_segment:committed", "gold_sales_by_segment:recorded"])
 TIMED = 10  # kills after a random delay: these land inside Delta writes and state updates too
 
 

@@ -72,7 +72,7 @@ def test_gold_replaces_only_the_touched_date_range(empty_project):
     add_landing_file(empty_project, "one.csv", [("solo-1", 3, "purchase", 42.0, "2024-03-05", "2024-03-05T10:00:00Z", "east")])
     r = medallion("run", "all", "-C", empty_project, "--json")
     assert r.exit_code == 0, r
-    gold = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["gold"]
+    gold = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["gold_daily_sales"]
     # 2024-03-05 and the 6 following days whose 7-day mean includes it.
     assert gold["window"].startswith("event_date in [2024-03-05, 2024-03-11]")
     commit = DeltaTable(str(empty_project / "lake" / "gold_daily_sales")).history(1)[0]
@@ -96,13 +96,13 @@ def test_a_file_rewritten_in_place_is_ingested_again(ran_project):
 
 
 def test_backfill_window_does_not_move_the_watermark(ran_project):
-    before = medallion("watermark", "show", "silver", "-C", ran_project, "--json")
+    before = medallion("watermark", "show", "silver_events", "-C", ran_project, "--json")
     r = medallion("run", "silver", "-C", ran_project, "--since", "2020-01-01", "--until", "2099-01-01", "--json")
     assert r.exit_code == 0, r
     layer = json.loads(r.stdout)["layers"][0]
     assert layer["kind"] == "backfill" and layer["rows_in"] == 94
     assert "[2020-01-01T00:00:00Z, 2099-01-01T00:00:00Z)" in r.stderr  # the resolved window is printed
-    after = medallion("watermark", "show", "silver", "-C", ran_project, "--json")
+    after = medallion("watermark", "show", "silver_events", "-C", ran_project, "--json")
     assert json.loads(after.stdout)["watermarks"][0]["value"] == json.loads(before.stdout)["watermarks"][0]["value"]
 
 

@@ -60,7 +60,7 @@ def one_error(r) -> str:
 
 
 def bronze_warnings(r) -> list[str]:
-    return next(l for l in json.loads(r.stdout)["layers"] if l["layer"] == "bronze")["warnings"]
+    return next(l for l in json.loads(r.stdout)["layers"] if l["layer"] == "bronze_events")["warnings"]
 
 
 def event(i: int, **over) -> dict:
@@ -332,7 +332,7 @@ def test_project_under_a_path_with_space_accent_and_percent(tmp_path):
                  ("quality", "silver", "--json")):
         r = medallion(*args, "-C", root)
         assert r.exit_code == 0, r
-    assert len(json.loads(medallion("show", "silver", "-n", "2", "--json", "-C", root).stdout)["rows"]) == 2
+    assert len(json.loads(medallion("show", "silver_events", "-n", "2", "--json", "-C", root).stdout)["rows"]) == 2
     (landing(root) / "more.csv").write_text(HEADER + "\nz-1,1,click,1.0,2024-01-02,2024-01-02T00:00:00Z,north\n")
     r = medallion("run", "all", "-C", root, "--json")
     assert r.exit_code == 0, r

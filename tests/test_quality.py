@@ -50,7 +50,7 @@ def test_quarantine_is_the_template_default(ran_project):
 
 def test_run_summary_reports_counts_and_destination(project):
     r = medallion("run", "all", "-C", project, "--json")
-    silver = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["silver"]
+    silver = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["silver_events"]
     q = silver["quality"]
     assert (q["rows_checked"], q["rows_valid"], q["rows_invalid"], q["rows_quarantined"]) == (94, 90, 4, 4)
     assert q["quarantine_table"] == "silver_events__quarantine"
@@ -76,7 +76,7 @@ def test_drop_policy_counts_and_leaves_rows_out(ran_project):
     set_quality(ran_project, "  quality:\n    schemas: [SilverEvents]\n    policy: drop\n")
     add_landing_file(ran_project, "bad.csv", BAD_ROWS)
     r = medallion("run", "all", "-C", ran_project, "--json")
-    silver = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["silver"]
+    silver = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["silver_events"]
     assert silver["quality"]["rows_dropped"] == 2 and silver["quality"]["rows_quarantined"] == 0
     ids = pl.read_delta(str(ran_project / "lake" / "silver_events"))["event_id"].to_list()
     assert "q-good" in ids and "q-negative" not in ids
@@ -127,22 +127,22 @@ class NoBigAmounts(pa.DataFrameModel):
                              "      - name: NoBigAmounts\n        policy: drop\n")
     add_landing_file(ran_project, "mix.csv", BAD_ROWS + [("q-big", 3, "purchase", 500.0, "2024-01-04", "2024-01-04T10:00:00Z", "north")])
     r = medallion("run", "all", "-C", ran_project, "--json")
-    q = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["silver"]["quality"]
+    q = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}["silver_events"]["quality"]
     assert (q["rows_invalid"], q["rows_quarantined"], q["rows_dropped"]) == (3, 2, 1)
 
 
 def test_quality_command_summarizes_the_quarantine(ran_project):
-    doc = json.loads(medallion("quality", "silver", "-C", ran_project, "--json").stdout)
+    doc = json.loads(medallion("quality", "silver_events", "-C", ran_project, "--json").stdout)
     assert doc["rows"] == 4 and len(doc["runs"]) == 1
     checks = {(c["column"], c["check"]): c for c in doc["checks"]}
     assert checks[("amount", "greater_than_or_equal_to(0)")]["samples"] == ["-12.5"]
     run_id = doc["runs"][0]["run_id"]
     assert json.loads(medallion("quality", "silver_events", "-C", ran_project, "--run", run_id, "--json").stdout)["rows"] == 4
-    r = medallion("quality", "silver", "-C", ran_project, "--run", "nope")
+    r = medallion("quality", "silver_events", "-C", ran_project, "--run", "nope")
     assert r.exit_code == ExitCode.USAGE and run_id in r.stderr
-    r = medallion("quality", "gold", "-C", ran_project)
+    r = medallion("quality", "gold_daily_sales", "-C", ran_project)
     assert r.exit_code == ExitCode.USAGE and "no quarantine table" in r.stderr
-    r = medallion("quality", "silver", "-C", ran_project)
+    r = medallion("quality", "silver_events", "-C", ran_project)
     assert r.exit_code == 0 and "not_nullable" in r.stdout
 
 

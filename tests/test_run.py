@@ -76,7 +76,7 @@ def test_second_run_on_same_landing_data_leaves_silver_and_gold_unchanged(ran_pr
     r = medallion("run", "all", "-C", ran_project, "--json")
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
-    silver = {l["layer"]: l for l in doc["layers"]}["silver"]
+    silver = {l["layer"]: l for l in doc["layers"]}["silver_events"]
     assert silver["status"] == "unchanged" and silver["version"] is None
     assert table(ran_project, "silver_events").sort("event_id").equals(silver_before)
     assert table(ran_project, "gold_daily_sales").sort("event_date", "region").equals(gold_before)

@@ -45,15 +45,15 @@ def test_whole_flow_on_s3(s3_project, s3):
     layers = {l["layer"]: l for l in json.loads(runs[-1].stdout)["layers"]}
     assert layers["bronze"]["source_files"] == 1 and layers["silver"]["kind"] == "incremental"
     assert layers["gold"]["mode"] == "replace"
-    runs.append(medallion("history", "silver", "-C", s3_project, "--json"))
+    runs.append(medallion("history", "silver_events", "-C", s3_project, "--json"))
     assert [e["operation"] for e in json.loads(runs[-1].stdout)["history"]] == ["MERGE", "WRITE"]
     runs.append(medallion("watermark", "show", "-C", s3_project, "--json"))
     assert len(json.loads(runs[-1].stdout)["watermarks"]) == 7
-    runs.append(medallion("show", "gold", "-C", s3_project, "--json", "-n", "5"))
+    runs.append(medallion("show", "gold_daily_sales", "-C", s3_project, "--json", "-n", "5"))
     assert len(json.loads(runs[-1].stdout)["rows"]) == 5
     runs.append(medallion("tables", "-C", s3_project, "--json"))
     assert {t["uri"] for t in json.loads(runs[-1].stdout)["tables"]} == {f"{LAKE}/{t}" for t in ("bronze_events", "silver_events", "gold_daily_sales", "silver_events__quarantine")}
-    runs.append(medallion("quality", "silver", "-C", s3_project, "--json"))
+    runs.append(medallion("quality", "silver_events", "-C", s3_project, "--json"))
     assert json.loads(runs[-1].stdout)["rows"] == 4
     assert all(r.exit_code == 0 for r in runs), outputs(*runs)
     # Secrets appear nowhere: not in output, not in the Delta logs, not in the state file.

@@ -56,7 +56,7 @@ def test_restore_during_a_run_fails_or_waits_and_loses_no_row(ran_project):
     run = PausedRun(project, "silver_events:planned")
     try:
         t0 = time.perf_counter()
-        r = medallion("restore", "silver", "--version", "0", "--yes", "-C", project)
+        r = medallion("restore", "silver_events", "--version", "0", "--yes", "-C", project)
         assert time.perf_counter() - t0 < 10
         assert r.exit_code == ExitCode.CONFLICT, r
         assert "layer 'silver' is being run by run " in r.stderr and f"(pid {run.proc.pid} " in r.stderr, r
@@ -68,9 +68,9 @@ def test_restore_during_a_run_fails_or_waits_and_loses_no_row(ran_project):
             assert r.exit_code == ExitCode.CONFLICT, (args, r)
             assert "layer 'silver' is being run by run " in r.stderr, (args, r)
         # A dry run changes nothing and needs no lock.
-        assert medallion("restore", "silver", "--version", "0", "--dry-run", "-C", project).exit_code == 0
+        assert medallion("restore", "silver_events", "--version", "0", "--dry-run", "-C", project).exit_code == 0
         # --wait queues behind the run, then restores.
-        r = medallion("restore", "silver", "--version", "0", "--yes", "--wait", "-C", project, "--json")
+        r = medallion("restore", "silver_events", "--version", "0", "--yes", "--wait", "-C", project, "--json")
         assert r.exit_code == 0, r
     finally:
         run.finish()
@@ -88,14 +88,14 @@ def test_watermark_reset_during_a_run_is_refused_or_waits_and_sticks(ran_project
     batch(project, "b1.csv", "b1")
     run = PausedRun(project, "silver_events:planned")
     try:
-        r = medallion("watermark", "reset", "silver", "--yes", "-C", project)
+        r = medallion("watermark", "reset", "silver_events", "--yes", "-C", project)
         assert r.exit_code == ExitCode.CONFLICT, r
         assert f"layer 'silver' is being run by run " in r.stderr and "Traceback" not in r.stderr
-        r = medallion("watermark", "reset", "silver", "--yes", "--wait", "-C", project)
+        r = medallion("watermark", "reset", "silver_events", "--yes", "--wait", "-C", project)
         assert r.exit_code == 0, r
     finally:
         run.finish()
-    r = medallion("watermark", "show", "silver", "-C", project, "--json")
+    r = medallion("watermark", "show", "silver_events", "-C", project, "--json")
     (mark,) = json.loads(r.stdout)["watermarks"]
     assert mark["value"] is None  # the run's commit did not bring the old value back
     r = medallion("run", "silver", "-C", project, "--json")

@@ -28,14 +28,14 @@ from test_errors import assert_clean_error
     ("region = `north`", "'`' is not allowed"),
 ])
 def test_where_accepts_one_condition_and_nothing_else(ran_project, where, fragment):
-    r = medallion("show", "silver", "-C", ran_project, "--where", where, "--limit", "2", "--json")
+    r = medallion("show", "silver_events", "-C", ran_project, "--where", where, "--limit", "2", "--json")
     assert_clean_error(r, ExitCode.USAGE, "--where", fragment)
     assert r.stdout == ""
 
 
 def test_where_filters_with_the_limit_kept(ran_project):
     def rows(where):
-        r = medallion("show", "silver", "-C", ran_project, "--where", where, "--limit", "3", "--json")
+        r = medallion("show", "silver_events", "-C", ran_project, "--where", where, "--limit", "3", "--json")
         assert r.exit_code == 0, r
         return json.loads(r.stdout)["rows"]
 
@@ -55,7 +55,7 @@ def test_as_of_before_the_table_existed_is_refused(ran_project):
         r = medallion(*args, "-C", ran_project, "--as-of", "2001-01-01")
         assert_clean_error(r, ExitCode.USAGE, "silver_events did not exist at 2001-01-01T00:00:00Z: it was created at 20")
     assert DeltaTable(uri).version() == version
-    r = medallion("show", "silver", "-C", ran_project, "--as-of", "now", "--limit", "1", "--json")
+    r = medallion("show", "silver_events", "-C", ran_project, "--as-of", "now", "--limit", "1", "--json")
     assert r.exit_code == 0 and len(json.loads(r.stdout)["rows"]) == 1, r
 
 
@@ -66,7 +66,7 @@ def test_quarantine_tables_are_project_tables(project):
     r = medallion("tables", "-C", project, "--json")
     found = {t["table"]: t for t in json.loads(r.stdout)["tables"]}
     q = found["silver_events__quarantine"]
-    assert q["kind"] == "quarantine" and q["layer"] == "silver" and q["exists"] and q["rows"] > 0, q
+    assert q["kind"] == "quarantine" and q["layer"] == "silver_events" and q["exists"] and q["rows"] > 0, q
     assert found["silver_events"]["kind"] == "layer"
     r = medallion("history", "silver_events__quarantine", "-C", project, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["history"][0]["operation"] == "WRITE", r
@@ -146,7 +146,7 @@ def test_diff_by_key_shows_updates_as_changes(ran_project):
         ("evt-99999", 1, "click", 1.0, "2024-01-01", "2025-01-01T08:15:00Z", "east"),  # a new row
     ])
     assert medallion("run", "all", "-C", ran_project, "-q").exit_code == 0
-    r = medallion("diff", "silver", "0", "-C", ran_project, "--key", "event_id", "--json")
+    r = medallion("diff", "silver_events", "0", "-C", ran_project, "--key", "event_id", "--json")
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
     assert doc["key"] == ["event_id"]
@@ -158,11 +158,11 @@ def test_diff_by_key_shows_updates_as_changes(ran_project):
         "updated_at": {"from": "2024-01-01T08:15:00Z", "to": "2025-01-01T08:15:00Z"},
         "region": {"from": "south", "to": "east"}}
     assert changed["changes"]["_source_file"] == {"from": "events_2024-01-01.csv", "to": "updates.csv"}
-    r = medallion("diff", "silver", "0", "-C", ran_project, "--key", "event_id")
+    r = medallion("diff", "silver_events", "0", "-C", ran_project, "--key", "event_id")
     assert r.exit_code == 0 and "rows changed (at most the limit): 1" in r.stdout, r
     assert any(line.split() == ["evt-00001", "region", "south", "east"] for line in r.stdout.splitlines()), r
-    r = medallion("diff", "silver", "0", "-C", ran_project, "--key", "nosuch")
+    r = medallion("diff", "silver_events", "0", "-C", ran_project, "--key", "nosuch")
     assert_clean_error(r, ExitCode.USAGE, "--key 'nosuch' is not a column of both versions")
-    r = medallion("diff", "silver", "0", "-C", ran_project, "--rows", "--json")  # without --key: as before
+    r = medallion("diff", "silver_events", "0", "-C", ran_project, "--rows", "--json")  # without --key: as before
     doc = json.loads(r.stdout)
     assert sorted(x["event_id"] for x in doc["rows_added"]) == ["evt-00001", "evt-99999"] and "rows_changed" not in doc

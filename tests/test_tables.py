@@ -35,13 +35,13 @@ def test_tables_lists_the_project(ran_project):
 def test_history_of_a_project_table(ran_project):
     add_landing_file(ran_project, "more.csv")
     assert medallion("run", "all", "-C", ran_project, "-q").exit_code == 0
-    doc = j(medallion("history", "silver", "-C", ran_project, "--json"))
+    doc = j(medallion("history", "silver_events", "-C", ran_project, "--json"))
     entries = doc["history"]
     assert [e["version"] for e in entries] == [1, 0]  # newest first
     assert entries[0]["operation"] == "MERGE" and entries[0]["rows_added"] == 1
     assert entries[1]["operation"] == "WRITE" and entries[1]["rows_added"] == 86
-    assert entries[0]["run_id"] and entries[0]["layer"] == "silver" and entries[0]["watermark"]
-    assert j(medallion("history", "silver", "-C", ran_project, "--json", "--limit", "1"))["history"][0]["version"] == 1
+    assert entries[0]["run_id"] and entries[0]["layer"] == "silver_events" and entries[0]["watermark"]
+    assert j(medallion("history", "silver_events", "-C", ran_project, "--json", "--limit", "1"))["history"][0]["version"] == 1
 
 
 @needs_corpus
@@ -93,14 +93,14 @@ def test_time_travel_by_version_and_by_time():
 
 
 def test_show_filters_columns_csv_and_as_of(ran_project):
-    doc = j(medallion("show", "silver", "-C", ran_project, "--where", "region = 'north' AND amount > 100",
+    doc = j(medallion("show", "silver_events", "-C", ran_project, "--where", "region = 'north' AND amount > 100",
                       "--columns", "event_id,amount", "--json", "-n", "100"))
     assert doc["rows"] and all(set(r) == {"event_id", "amount"} and r["amount"] > 100 for r in doc["rows"])
-    r = medallion("show", "gold", "-C", ran_project, "--csv", "-n", "2")
+    r = medallion("show", "gold_daily_sales", "-C", ran_project, "--csv", "-n", "2")
     assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("event_date,region,total_sales")
-    r = medallion("show", "gold", "-C", ran_project, "--as-of", "now", "--json")
+    r = medallion("show", "gold_daily_sales", "-C", ran_project, "--as-of", "now", "--json")
     assert r.exit_code == 0, r
-    r = medallion("show", "gold", "-C", ran_project, "--columns", "nope")
+    r = medallion("show", "gold_daily_sales", "-C", ran_project, "--columns", "nope")
     assert r.exit_code == ExitCode.USAGE and "has no column 'nope'" in r.stderr
 
 
@@ -128,7 +128,7 @@ def test_bad_table_inputs(tmp_path, ran_project):
     (tmp_path / "plain").mkdir()
     r = medallion("describe", tmp_path / "plain")
     assert r.exit_code == ExitCode.USAGE and "not a Delta table" in r.stderr
-    r = medallion("describe", "silver", "-C", ran_project, "--version", "9")
+    r = medallion("describe", "silver_events", "-C", ran_project, "--version", "9")
     assert r.exit_code == ExitCode.USAGE and "has no version 9" in r.stderr
 
 
@@ -148,15 +148,15 @@ def test_restore_puts_the_watermark_back_and_leaves_no_gap(ran_project, tmp_path
     add_landing_file(ran_project, "more.csv", [("late-1", 4, "purchase", 55.0, "2024-01-09", "2024-01-09T09:00:00Z", "east")])
     assert medallion("run", "all", "-C", ran_project, "-q").exit_code == 0
     marks = {w["table"]: w for w in j(medallion("watermark", "show", "-C", ran_project, "--json"))["watermarks"]}
-    r = medallion("restore", "silver", "-C", ran_project, "--version", "0", "--dry-run", "--json")
+    r = medallion("restore", "silver_events", "-C", ran_project, "--version", "0", "--dry-run", "--json")
     plan = j(r)["plan"]
     assert plan["target_version"] == 0 and plan["watermark_then"] != plan["watermark_now"]
     assert plan["downstream_resets"] == ["gold_daily_sales"]
     assert "delta-rs does not roll app transactions back" in r.stderr
     assert DeltaTable(str(ran_project / "lake" / "silver_events")).version() == 1  # dry run changed nothing
-    r = medallion("restore", "silver", "-C", ran_project, "--version", "0")
+    r = medallion("restore", "silver_events", "-C", ran_project, "--version", "0")
     assert r.exit_code == ExitCode.USAGE and "--yes" in r.stderr
-    doc = j(medallion("restore", "silver", "-C", ran_project, "--version", "0", "--yes", "--json"))
+    doc = j(medallion("restore", "silver_events", "-C", ran_project, "--version", "0", "--yes", "--json"))
     assert doc["new_version"] == 2
     after = {w["table"]: w for w in j(medallion("watermark", "show", "-C", ran_project, "--json"))["watermarks"]}
     assert after["silver_events"]["value"] == plan["watermark_then"] != marks["silver_events"]["value"]
@@ -175,7 +175,7 @@ def test_restore_puts_the_watermark_back_and_leaves_no_gap(ran_project, tmp_path
 def test_restore_of_bronze_forgets_the_later_files(ran_project):
     add_landing_file(ran_project, "more.csv")
     assert medallion("run", "bronze", "-C", ran_project, "-q").exit_code == 0
-    assert medallion("restore", "bronze", "-C", ran_project, "--version", "0", "--yes", "-q").exit_code == 0
+    assert medallion("restore", "bronze_events", "-C", ran_project, "--version", "0", "--yes", "-q").exit_code == 0
     r = medallion("run", "bronze", "-C", ran_project, "--json")
     assert j(r)["layers"][0]["source_files"] == 1  # more.csv again, the other three not
     assert pl.read_delta(str(ran_project / "lake" / "bronze_events")).height == 95

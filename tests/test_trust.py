@@ -328,8 +328,8 @@ def test_readme_backfill_example_selects_januarys_events_by_business_date(ran_pr
 
 
 def test_watermark_set_refuses_values_the_source_has_not_reached(ran_project):
-    r = medallion("watermark", "set", "gold", "999", "--yes", "-C", ran_project)
+    r = medallion("watermark", "set", "gold_daily_sales", "999", "--yes", "-C", ran_project)
     assert r.exit_code == 2 and "silver_events is at version 0: 999 is beyond it" in r.stderr, r
-    r = medallion("watermark", "set", "silver", "2999-01-01", "--yes", "-C", ran_project)
+    r = medallion("watermark", "set", "silver_events", "2999-01-01", "--yes", "-C", ran_project)
     assert r.exit_code == 2 and "is past the newest _ingested_at in bronze_events" in r.stderr, r
     ok("watermark", "set", "gold", "0", "--yes", "-C", ran_project, "-q")

@@ -42,7 +42,7 @@ def incremental_project(ran_project) -> Path:
     add_landing_file(ran_project, "batch.csv", BATCH)
     r = medallion("run", "all", "-C", ran_project, "--json")
     assert r.exit_code == 0, r
-    assert {l["layer"]: l["kind"] for l in json.loads(r.stdout)["layers"]}["silver"] == "incremental"
+    assert {l["layer"]: l["kind"] for l in json.loads(r.stdout)["layers"]}["silver_events"] == "incremental"
     return ran_project
 
 

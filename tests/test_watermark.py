@@ -27,7 +27,7 @@ def test_show_lists_every_incremental_table(ran_project):
     assert set(silver) == {"table", "column", "value", "value_int", "delta_version", "updated_at", "run_id", "files_ingested", "input"}
     assert silver["files_ingested"] is None and found["bronze_events"]["files_ingested"] == 3
     assert silver["input"] == "bronze_events" and found["bronze_events"]["input"] == "landing"
-    r = medallion("watermark", "show", "silver", "-C", ran_project, "--json")  # a layer name works too
+    r = medallion("watermark", "show", "silver_events", "-C", ran_project, "--json")  # a layer name works too
     assert r.exit_code == 0 and [w["table"] for w in json.loads(r.stdout)["watermarks"]] == ["silver_events"]
 
 
@@ -44,7 +44,7 @@ def test_set_moves_the_window_and_is_audited(ran_project):
 
 
 def test_reset_makes_the_next_run_start_over(ran_project):
-    r = medallion("watermark", "reset", "gold", "-C", ran_project, "--yes")
+    r = medallion("watermark", "reset", "gold_daily_sales", "-C", ran_project, "--yes")
     assert r.exit_code == 0, r
     assert marks(ran_project)["gold_daily_sales"]["value"] is None
     r = medallion("run", "gold", "-C", ran_project, "--json")
@@ -61,9 +61,9 @@ def test_reset_of_bronze_ingests_every_file_again(ran_project):
 
 def test_changes_need_yes_without_a_terminal_and_dry_run_changes_nothing(ran_project):
     before = marks(ran_project)
-    r = medallion("watermark", "reset", "silver", "-C", ran_project)
+    r = medallion("watermark", "reset", "silver_events", "-C", ran_project)
     assert r.exit_code == ExitCode.USAGE and "pass --yes" in r.stderr
-    r = medallion("watermark", "set", "silver", "2021-01-01", "-C", ran_project, "--dry-run", "--json")
+    r = medallion("watermark", "set", "silver_events", "2021-01-01", "-C", ran_project, "--dry-run", "--json")
     assert r.exit_code == 0, r
     assert json.loads(r.stdout)["applied"] is False
     assert "2021-01-01T00:00:00Z" in r.stderr
