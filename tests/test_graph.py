@@ -18,16 +18,42 @@ def edit(path, old, new):
 
 def test_template_graph(project):
     graph = project_graph(load_project(project))
-    assert graph.tables == ("bronze_events", "silver_events", "gold_daily_sales")
-    assert graph.layers == {"bronze": ("bronze_events",), "silver": ("silver_events",), "gold": ("gold_daily_sales",)}
-    assert graph.downstream("bronze_events") == {"silver_events", "gold_daily_sales"}
-    assert graph.upstream("gold_daily_sales") == {"bronze_events", "silver_events"}
-    assert [e.contract for n in graph.nodes for e in n.inputs] == ["files", "watermark", "partitions"]
+    # Shallowest first: both feeds' bronze, then silver, then gold.
+    assert graph.tables == ("bronze_customers", "bronze_events", "silver_customers", "silver_events",
+                            "gold_daily_sales", "gold_sales_by_segment")
+    assert graph.layers == {"bronze": ("bronze_customers", "bronze_events"),
+                            "silver": ("silver_customers", "silver_events"),
+                            "gold": ("gold_daily_sales", "gold_sales_by_segment")}
+    assert graph.downstream("bronze_events") == {"silver_events", "gold_daily_sales", "gold_sales_by_segment"}
+    assert graph.downstream("bronze_customers") == {"silver_customers", "gold_sales_by_segment"}
+    assert graph.upstream("gold_sales_by_segment") == {"bronze_events", "silver_events", "bronze_customers",
+                                                       "silver_customers"}
+    assert graph.parents("gold_sales_by_segment") == ("silver_events", "silver_customers")
+    assert [(n.table, [e.contract for e in n.inputs]) for n in graph.nodes] == [
+        ("bronze_customers", ["files"]), ("bronze_events", ["files"]), ("silver_customers", ["watermark"]),
+        ("silver_events", ["watermark"]), ("gold_daily_sales", ["partitions"]),
+        ("gold_sales_by_segment", ["partitions", "snapshot"])]
+
+
+def test_pipelines_are_found_without_a_listing(project):
+    text = (project / "conf" / "project.yml").read_text()
+    assert "layers:" not in text
+    names = [layer.name for layer in load_project(project).layers]
+    assert sorted(names) == sorted(p.stem for p in (project / "conf" / "pipelines").glob("*.yml"))
+    # A FlowerPower pipeline without a medallion section is not a table.
+    (project / "conf" / "pipelines" / "scratch.yml").write_text("run:\n  final_vars: [x]\n")
+    assert [layer.name for layer in load_project(project).layers] == names
 
 
 def test_run_order_comes_from_the_inputs_not_the_listing(project):
-    edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [gold, bronze, silver")
-    assert [layer.name for layer in load_project(project).layers] == ["bronze", "silver", "gold"]
+    # A listing kept from older projects only orders the display; a listed pipeline must exist.
+    edit(project / "conf" / "project.yml", "  lake_root: lake", "  layers: [gold_daily_sales, silver_events]\n  lake_root: lake")
+    assert [layer.name for layer in load_project(project).layers] == [
+        "bronze_customers", "bronze_events", "silver_events", "silver_customers", "gold_daily_sales", "gold_sales_by_segment"]
+    edit(project / "conf" / "project.yml", "layers: [gold_daily_sales,", "layers: [nope, gold_daily_sales,")
+    with pytest.raises(ConfigError, match="layer 'nope' has no configuration"):
+        load_project(project)
+    edit(project / "conf" / "project.yml", "layers: [nope, gold_daily_sales,", "layers: [gold_daily_sales,")
     r = medallion("run", "all", "-C", project, "-q")
     assert r.exit_code == 0, r
 
@@ -41,7 +67,7 @@ def test_a_cycle_is_refused_naming_the_pipelines(project):
     (project / "conf" / "pipelines" / "bronze_events.yml").write_text(text)
     with pytest.raises(ConfigError) as info:
         load_project(project)
-    assert "cycle" in info.value.message and "(bronze)" in info.value.message and "(gold)" in info.value.message
+    assert "cycle: bronze_events → gold_daily_sales → silver_events → bronze_events" in info.value.message
     r = medallion("run", "all", "-C", project)
     assert r.exit_code == 2 and "cycle" in r.stderr, r
 
@@ -55,7 +81,11 @@ def test_a_table_named_like_a_layer_is_refused(project):
 def test_graph_json_shape(project):
     doc = project_graph(load_project(project)).to_dict()
     assert doc["tables"][1] == {
-        "table": "silver_events", "pipeline": "silver", "layer": "silver", "write_mode": "merge",
+        "table": "bronze_events", "pipeline": "bronze_events", "layer": "bronze", "write_mode": "append",
+        "inputs": [{"name": "landing", "source": "data/landing/events", "kind": "landing", "contract": "files"}],
+    }
+    assert doc["tables"][3] == {
+        "table": "silver_events", "pipeline": "silver_events", "layer": "silver", "write_mode": "merge",
         "inputs": [{"name": "bronze_events", "source": "bronze_events", "kind": "table", "contract": "watermark"}],
     }
     assert build_graph([]).tables == ()

@@ -58,7 +58,7 @@ def test_init_renders_the_project(tmp_path):
     assert tool == {"template": "events", "medallion_version": __version__}
     project = yaml.safe_load((root / "conf" / "project.yml").read_text())
     assert project["name"] == "shop"
-    assert project["medallion"]["layers"] == ["bronze", "silver", "gold", "bronze_customers", "silver_customers", "gold_segments"]
+    assert "layers" not in project["medallion"]  # pipelines are found in conf/pipelines/
     assert "# shop" in (root / "README.md").read_text()
     # Status verbs on stderr, one per file; stdout is for data only.
     assert r.stdout == ""

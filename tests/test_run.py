@@ -47,7 +47,37 @@ def assert_gold_matches(project, want: dict) -> None:
         assert g["rolling_mean_sales"] == pytest.approx(row["rolling_mean_sales"], abs=tolerance), key
 
 
-def test_run_all_builds_three_tables_with_expected_contents(project):
+CUSTOMER_SCHEMA = {"customer_id": pl.Int64, "name": pl.String, "segment": pl.String, "country": pl.String,
+                   "updated_at": pl.Datetime("us", "UTC")}
+
+
+def expected_customers(folder) -> dict[int, dict]:
+    """customer_id -> its newest valid version, cleaned as silver_customers cleans it."""
+    best: dict[int, dict] = {}
+    for path in sorted(folder.glob("*.csv")):
+        for r in pl.read_csv(path, schema=CUSTOMER_SCHEMA).to_dicts():
+            name, segment, country = ((r[c] or "").strip() for c in ("name", "segment", "country"))
+            if (r["customer_id"] or 0) <= 0 or not name or segment.lower() not in ("consumer", "business", "enterprise") \
+                    or len(country) != 2 or r["updated_at"] is None:
+                continue
+            clean = {**r, "name": name, "segment": segment.lower(), "country": country.upper()}
+            if r["customer_id"] not in best or clean["updated_at"] > best[r["customer_id"]]["updated_at"]:
+                best[r["customer_id"]] = clean
+    return best
+
+
+def expected_sales_by_segment(silver_rows: dict[str, dict], customers: dict[int, dict]) -> dict[tuple, tuple]:
+    out: dict[tuple, list] = {}
+    for r in silver_rows.values():
+        if r["event_type"] == "purchase":
+            segment = customers[r["user_id"]]["segment"] if r["user_id"] in customers else "unknown"
+            cell = out.setdefault((r["event_date"], segment), [0.0, 0])
+            cell[0] += r["amount"]
+            cell[1] += 1
+    return {k: (round(v[0], 2), v[1]) for k, v in out.items()}
+
+
+def test_run_all_builds_every_table_with_expected_contents(project):
     r = medallion("run", "all", "-C", project)
     assert r.exit_code == 0, r
     rows = expected.landing_rows(LANDING)
@@ -65,6 +95,20 @@ def test_run_all_builds_three_tables_with_expected_contents(project):
     silver = silver_as_dict(project)
     assert silver["evt-00003"]["amount"] == pytest.approx(100.0)
     assert silver["evt-00033"]["amount"] != 1.0
+
+    customers = expected_customers(project / "data" / "landing" / "customers")
+    got = {r["customer_id"]: r for r in table(project, "silver_customers").to_dicts()}
+    assert {k: (r["name"], r["segment"], r["country"], r["updated_at"]) for k, r in got.items()} == {
+        k: (r["name"], r["segment"], r["country"], r["updated_at"]) for k, r in customers.items()}
+    assert got[7]["segment"] == "enterprise"  # the later version won; the stale one arriving after it did not
+    assert got[12]["updated_at"].day == 1  # its newer version has no segment: quarantined, the older one stays
+    by_segment = {(r["event_date"], r["segment"]): (r["total_sales"], r["transaction_count"])
+                  for r in table(project, "gold_sales_by_segment").to_dicts()}
+    want = expected_sales_by_segment(want_silver, customers)
+    assert by_segment.keys() == want.keys() and {k for k in want if k[1] == "unknown"}  # some users have no customer row
+    for key, (total, count) in want.items():
+        assert by_segment[key][1] == count, key
+        assert by_segment[key][0] == pytest.approx(total, abs=0.0101 * count), key
     # Narration on stderr, nothing on stdout without --json.
     assert r.stdout == ""
     assert "bronze" in r.stderr and "gold_daily_sales" in r.stderr
@@ -87,7 +131,8 @@ def test_commits_carry_run_metadata_and_json_reports_versions(project):
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
     assert doc["status"] == "succeeded"
-    assert [l["layer"] for l in doc["layers"]] == ["bronze", "bronze_customers", "silver", "silver_customers", "gold", "gold_segments"]
+    assert [l["layer"] for l in doc["layers"]] == ["bronze_customers", "bronze_events", "silver_customers", "silver_events",
+                                                   "gold_daily_sales", "gold_sales_by_segment"]
     for layer in doc["layers"]:
         assert layer["status"] == "written" and layer["version"] == 0
         commit = DeltaTable(layer["table_uri"]).history(1)[0]
@@ -95,7 +140,7 @@ def test_commits_carry_run_metadata_and_json_reports_versions(project):
         assert commit["medallion.layer"] == layer["layer"]
         assert commit["medallion.version"] == doc["medallion_version"]
     by_name = {layer["layer"]: layer for layer in doc["layers"]}
-    bronze, silver, gold = by_name["bronze"], by_name["silver"], by_name["gold"]
+    bronze, silver, gold = by_name["bronze_events"], by_name["silver_events"], by_name["gold_daily_sales"]
     assert (bronze["rows_in"], bronze["rows_out"], bronze["source_files"]) == (94, 94, 3)
     assert (silver["rows_in"], silver["rows_out"]) == (94, 86)
     assert gold["rows_in"] == 86
@@ -130,7 +175,7 @@ def test_each_executor_produces_the_same_gold(ran_project, executor):
 def test_layers_run_in_dependency_order_whatever_the_order_given(ran_project):
     r = medallion("run", "gold_daily_sales", "bronze_events", "-C", ran_project, "--json")
     assert r.exit_code == 0, r
-    assert [l["layer"] for l in json.loads(r.stdout)["layers"]] == ["bronze", "gold"]
+    assert [l["layer"] for l in json.loads(r.stdout)["layers"]] == ["bronze_events", "gold_daily_sales"]
 
 
 def test_user_files_dropped_into_landing_flow_through(ran_project):
@@ -152,15 +197,23 @@ def test_user_files_dropped_into_landing_flow_through(ran_project):
     assert silver_as_dict(ran_project)["evt-00001"]["event_type"] == "purchase"  # the update won
 
 
-def test_empty_landing_writes_nothing(project):
+def test_a_feed_without_files_yet_creates_its_tables_empty_and_the_others_run(project):
     for f in (project / "data" / "landing" / "events").iterdir():
         if not f.name.startswith("."):
             f.unlink()
-    r = medallion("run", "bronze", "-C", project, "--json")
+    r = medallion("run", "all", "-C", project, "--json")
     assert r.exit_code == 0, r
-    layer = json.loads(r.stdout)["layers"][0]
-    assert (layer["status"], layer["rows_out"], layer["version"]) == ("unchanged", None, None)
-    assert not (project / "lake" / "bronze_events").exists()
+    layers = {l["table"]: l for l in json.loads(r.stdout)["layers"]}
+    assert (layers["bronze_events"]["status"], layers["bronze_events"]["rows_out"], layers["bronze_events"]["version"]) \
+        == ("written", 0, 0)
+    assert table(project, "bronze_events").height == 0 and "_ingested_at" in table(project, "bronze_events").columns
+    assert table(project, "silver_customers").height > 0
+    segments = table(project, "gold_sales_by_segment")
+    assert segments.height == 0 and set(segments.columns) == {"event_date", "segment", "total_sales", "transaction_count"}
+    # Nothing new: no table gets another version.
+    r = medallion("run", "all", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    assert {l["status"] for l in json.loads(r.stdout)["layers"]} == {"unchanged"}
 
 
 def test_python_dash_m_works(project):

@@ -153,7 +153,8 @@ def build_graph(layers: Iterable[LayerConfig], *, where: str = "conf/pipelines")
         if state.get(table) == 1:
             cycle = path[path.index(table):] + [table]
             raise ConfigError(
-                f"{where}: the tables form a cycle: " + " → ".join(f"{t} ({nodes[t].pipeline})" for t in cycle),
+                f"{where}: the tables form a cycle: " + " → ".join(t if nodes[t].pipeline == t else f"{t} (pipeline {nodes[t].pipeline})"
+                                                         for t in cycle),
                 hint="a table cannot read itself, directly or through others",
             )
         state[table] = 1
