@@ -15,12 +15,17 @@ from medallion_cli.dagviews import dot_quote, mermaid_label
 from medallion_cli.errors import ExitCode
 from test_errors import assert_clean_error
 
-EDGES = [
-    "landing data/landing → bronze_events [files]",
+EDGES = [  # in the order they are listed: by layer, each table's inputs under it
+    "landing data/landing/customers → bronze_customers [files]",
+    "landing data/landing/events → bronze_events [files]",
+    "bronze_customers → silver_customers [watermark on _ingested_at]",
     "bronze_events → silver_events [watermark on _ingested_at]",
     "silver_events → gold_daily_sales [partitions on event_date, window rolling_window_days]",
+    "silver_events → gold_sales_by_segment [partitions on event_date, window 1]",
+    "silver_customers → gold_sales_by_segment [snapshot]",
 ]
-TABLES = ["bronze_events", "silver_events", "gold_daily_sales"]
+TABLES = ["bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales",
+          "gold_sales_by_segment"]
 
 
 def dag(project, *args):
@@ -33,7 +38,7 @@ def status_lines(text: str) -> dict[str, str]:
     """table -> what its line says after `last run:`."""
     found = {}
     for line in text.splitlines():
-        m = re.match(r"  (\w+)\s+pipeline .*last run: (.*)$", line)
+        m = re.match(r"  (\w+)\s+.*last run: (.*)$", line)
         if m:
             found[m.group(1)] = m.group(2)
     return found
@@ -45,8 +50,11 @@ def test_text_groups_tables_by_layer_with_contracts_and_last_run(project):
     assert [line for line in lines if line in ("bronze", "silver", "gold")] == ["bronze", "silver", "gold"]
     for edge in EDGES:
         assert edge in lines, before
-    assert lines.index("bronze") < lines.index(EDGES[0]) < lines.index("silver") < lines.index(EDGES[1]) \
-        < lines.index("gold") < lines.index(EDGES[2])
+    at = [lines.index(edge) for edge in EDGES]
+    assert at == sorted(at)
+    assert lines.index("bronze") < at[0] < at[1] < lines.index("silver") < at[2] < at[3] < lines.index("gold") < at[4]
+    # The pipeline is named only where it is not the table's name.
+    assert "pipeline" not in before
     assert status_lines(before) == {t: "never run" for t in TABLES}
 
     first = medallion("run", "all", "-C", project, "--json", "-q")
@@ -90,22 +98,25 @@ def test_json_is_one_document_before_and_after_a_run(project):
     doc = json.loads(dag(project, "--format", "json"))
     assert _snake_keys(doc) == []
     assert doc["project"] == "shop"
-    assert doc["layers"] == [{"layer": "bronze", "tables": ["bronze_events"]},
-                             {"layer": "silver", "tables": ["silver_events"]},
-                             {"layer": "gold", "tables": ["gold_daily_sales"]}]
+    assert doc["layers"] == [{"layer": "bronze", "tables": ["bronze_customers", "bronze_events"]},
+                             {"layer": "silver", "tables": ["silver_customers", "silver_events"]},
+                             {"layer": "gold", "tables": ["gold_daily_sales", "gold_sales_by_segment"]}]
     assert [t["table"] for t in doc["tables"]] == TABLES
-    assert [(t["exists"], t["last_commit"]) for t in doc["tables"]] == [(False, None)] * 3
-    assert doc["tables"][2]["inputs"] == [{
+    assert [(t["exists"], t["last_commit"]) for t in doc["tables"]] == [(False, None)] * 6
+    assert doc["tables"][4]["inputs"] == [{
         "name": "silver_events", "source": "silver_events", "kind": "table", "contract": "partitions",
         "target": "gold_daily_sales", "column": "event_date", "window_days": "rolling_window_days", "lookback": None,
     }]
-    assert doc["edges"] == [
-        {"from": "data/landing", "to": "bronze_events", "kind": "landing", "contract": "files", "label": "files"},
-        {"from": "bronze_events", "to": "silver_events", "kind": "table", "contract": "watermark",
-         "label": "watermark on _ingested_at"},
-        {"from": "silver_events", "to": "gold_daily_sales", "kind": "table", "contract": "partitions",
-         "label": "partitions on event_date, window rolling_window_days"},
-    ]
+    assert [(e["name"], e["contract"]) for e in doc["tables"][5]["inputs"]] == [
+        ("silver_events", "partitions"), ("silver_customers", "snapshot")]
+    assert doc["edges"][0] == {"from": "data/landing/customers", "to": "bronze_customers", "kind": "landing",
+                               "contract": "files", "label": "files"}
+    assert doc["edges"][3] == {"from": "bronze_events", "to": "silver_events", "kind": "table", "contract": "watermark",
+                               "label": "watermark on _ingested_at"}
+    assert doc["edges"][-1] == {"from": "silver_customers", "to": "gold_sales_by_segment", "kind": "table",
+                                "contract": "snapshot", "label": "snapshot"}
+    assert [f"{e['from']} → {e['to']}" for e in doc["edges"]] == [
+        edge.removeprefix("landing ").split(" [")[0] for edge in EDGES]
 
     r = medallion("run", "all", "-C", project, "--json", "-q")
     assert r.exit_code == 0, r
@@ -114,7 +125,7 @@ def test_json_is_one_document_before_and_after_a_run(project):
     for t in doc["tables"]:
         last = t["last_commit"]
         assert t["exists"] is True
-        assert (last["version"], last["operation"], last["run_id"], last["layer"]) == (0, "WRITE", run_id, t["layer"])
+        assert (last["version"], last["operation"], last["run_id"], last["layer"]) == (0, "WRITE", run_id, t["pipeline"])
         assert last["time"].endswith("Z") and datetime.fromisoformat(last["time"]).utcoffset().total_seconds() == 0
 
 
@@ -145,15 +156,20 @@ def test_mermaid_flowchart_with_a_subgraph_per_layer(ran_project):
     check_mermaid(text)
     assert text == (
         "flowchart LR\n"
-        '  subgraph L0["bronze"]\n    T0[("bronze_events")]\n  end\n'
-        '  subgraph L1["silver"]\n    T1[("silver_events")]\n  end\n'
-        '  subgraph L2["gold"]\n    T2[("gold_daily_sales")]\n  end\n'
-        '  S0[/"data/landing"/]\n'
+        '  subgraph L0["bronze"]\n    T0[("bronze_customers")]\n    T1[("bronze_events")]\n  end\n'
+        '  subgraph L1["silver"]\n    T2[("silver_customers")]\n    T3[("silver_events")]\n  end\n'
+        '  subgraph L2["gold"]\n    T4[("gold_daily_sales")]\n    T5[("gold_sales_by_segment")]\n  end\n'
+        '  S0[/"data/landing/customers"/]\n'
+        '  S1[/"data/landing/events"/]\n'
         '  S0 -->|"files"| T0\n'
-        '  T0 -->|"watermark on _ingested_at"| T1\n'
-        '  T1 -->|"partitions on event_date, window rolling_window_days"| T2\n'
+        '  S1 -->|"files"| T1\n'
+        '  T0 -->|"watermark on _ingested_at"| T2\n'
+        '  T1 -->|"watermark on _ingested_at"| T3\n'
+        '  T3 -->|"partitions on event_date, window rolling_window_days"| T4\n'
+        '  T3 -->|"partitions on event_date, window 1"| T5\n'
+        '  T2 -->|"snapshot"| T5\n'
         "  classDef outside stroke-dasharray: 5 5\n"
-        "  class S0 outside\n"
+        "  class S0,S1 outside\n"
     )
 
 
@@ -173,9 +189,11 @@ def check_dot(text: str, tmp_path) -> str:
 
 def test_dot_renders_in_graphviz(ran_project, tmp_path):
     text = dag(ran_project, "--format", "dot")
-    assert "  subgraph cluster_0 {\n    label=\"bronze\";\n    t0 [label=\"bronze_events\"];\n  }" in text
-    assert '  s0 [label="data/landing", shape=folder, style=dashed];' in text
-    assert '  t1 -> t2 [label="partitions on event_date, window rolling_window_days"];' in text
+    assert ("  subgraph cluster_0 {\n    label=\"bronze\";\n    t0 [label=\"bronze_customers\"];\n"
+            "    t1 [label=\"bronze_events\"];\n  }") in text
+    assert '  s1 [label="data/landing/events", shape=folder, style=dashed];' in text
+    assert '  t3 -> t4 [label="partitions on event_date, window rolling_window_days"];' in text
+    assert '  t2 -> t5 [label="snapshot"];' in text
     svg = check_dot(text, tmp_path)
     if svg:
         for name in [*TABLES, "bronze", "silver", "gold", "watermark on _ingested_at"]:
@@ -191,16 +209,16 @@ def test_names_with_quotes_and_spaces_are_escaped(project, tmp_path):
 
     mermaid = dag(project, "-f", "mermaid")
     check_mermaid(mermaid)
-    assert '  S0[/"data/my #quot;odd#quot; landing #lt;#35;1#gt; #amp; \\N #124;x#124;"/]' in mermaid, mermaid
+    assert '  S1[/"data/my #quot;odd#quot; landing #lt;#35;1#gt; #amp; \\N #124;x#124;"/]' in mermaid, mermaid
 
     dot = dag(project, "-f", "dot")
-    assert '  s0 [label="data/my \\"odd\\" landing <#1> & \\\\N |x|", shape=folder, style=dashed];' in dot, dot
+    assert '  s1 [label="data/my \\"odd\\" landing <#1> & \\\\N |x|", shape=folder, style=dashed];' in dot, dot
     svg = check_dot(dot, tmp_path)
     if svg:  # the label arrives whole: no `\N` expanded to the node's name, no quote cut short
         assert ">data/my &quot;odd&quot; landing &lt;#1&gt; &amp; \\N |x|<" in svg, svg
 
     assert f"landing {odd} → bronze_events [files]" in dag(project)
-    assert json.loads(dag(project, "--json"))["edges"][0]["from"] == odd
+    assert json.loads(dag(project, "--json"))["edges"][1]["from"] == odd
 
 
 def test_escapers():
@@ -212,19 +230,22 @@ def test_escapers():
 def test_selection_by_table_and_layer(ran_project, tmp_path):
     text = dag(ran_project, "silver")
     assert "bronze_events → silver_events [watermark on _ingested_at]" in text
-    assert set(status_lines(text)) == {"silver_events"}
+    assert "bronze_customers → silver_customers [watermark on _ingested_at]" in text
+    assert set(status_lines(text)) == {"silver_customers", "silver_events"}
     assert "gold" not in text.splitlines() and "bronze" not in text.splitlines()
 
     # an unselected upstream table is drawn outside the layers, dashed
     mermaid = dag(ran_project, "silver", "-f", "mermaid")
     check_mermaid(mermaid)
-    assert '  S0[("bronze_events")]' in mermaid and "  S0 -->|" in mermaid and "  class S0 outside" in mermaid
+    assert '  S1[("bronze_events")]' in mermaid and "  S1 -->|" in mermaid and "  class S0,S1 outside" in mermaid
     dot = dag(ran_project, "silver", "-f", "dot")
-    assert '  s0 [label="bronze_events", shape=cylinder, style=dashed];' in dot
+    assert '  s1 [label="bronze_events", shape=cylinder, style=dashed];' in dot
     check_dot(dot, tmp_path)
 
     doc = json.loads(dag(ran_project, "gold", "bronze_events", "--json"))
-    assert [t["table"] for t in doc["tables"]] == ["bronze_events", "gold_daily_sales"]  # run order
+    assert [t["table"] for t in doc["tables"]] == ["bronze_events", "gold_daily_sales", "gold_sales_by_segment"]  # run order
+    doc = json.loads(dag(ran_project, "+gold_sales_by_segment", "--exclude", "bronze", "--json"))
+    assert [t["table"] for t in doc["tables"]] == ["silver_customers", "silver_events", "gold_sales_by_segment"]
     assert [t["table"] for t in json.loads(dag(ran_project, "all", "--json"))["tables"]] == TABLES
 
 
@@ -235,8 +256,8 @@ def test_quiet_keeps_the_data_and_stderr_empty(ran_project):
 
 def test_unknown_name_is_refused_listing_tables_and_layers(project):
     r = medallion("dag", "-C", project, "silver", "platinum")
-    assert_clean_error(r, ExitCode.USAGE, "unknown table or layer 'platinum'", "bronze_events, silver_events",
-                       "known layers and tables: bronze, silver, gold, bronze_events")
+    assert_clean_error(r, ExitCode.USAGE, "unknown table or layer 'platinum'", "bronze_events, silver_customers, silver_events",
+                       "known layers and tables: bronze, silver, gold, bronze_customers, bronze_events")
     assert r.stdout == ""
 
 
@@ -274,4 +295,4 @@ def test_last_run_of_tables_on_s3(s3, tmp_path):
     run_id = json.loads(r.stdout)["run_id"]
     doc = json.loads(dag(project, "--json"))
     assert [(t["table"], t["exists"], (t["last_commit"] or {}).get("run_id")) for t in doc["tables"]] == [
-        ("bronze_events", True, run_id), ("silver_events", False, None), ("gold_daily_sales", False, None)]
+        (table, table.startswith("bronze"), run_id if table.startswith("bronze") else None) for table in TABLES]

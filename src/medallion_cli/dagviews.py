@@ -192,7 +192,9 @@ def render_text(view: DagView) -> str:
     n_layers = len(view.layers)
     lines = [f"{view.project}: {len(view.nodes)} table(s) in {n_layers} layer(s), in run order"]
     width = max((len(t) for t in view.tables), default=0)
-    about = {n.table: f"pipeline {n.pipeline}, {n.write_mode}" for n in view.nodes}
+    # The pipeline is named only where it differs from its table.
+    about = {n.table: n.write_mode if n.pipeline == n.table else f"pipeline {n.pipeline}, {n.write_mode}"
+             for n in view.nodes}
     about_width = max((len(a) for a in about.values()), default=0)
     for layer, tables in view.layers.items():
         lines.append("")
