@@ -18,28 +18,27 @@ from medallion_cli.errors import ExitCode, PipelineError
 VOLATILE = ("_ingested_at", "_run_id", "_quarantined_at")
 
 
-def add_gold2(project, *, fail: bool = False) -> None:
-    """A second gold table, independent of the first: pipeline gold2 writes gold_other."""
-    conf = project / "conf"
-    text = (conf / "pipelines" / "gold_daily_sales.yml").read_text()
-    assert "    table: gold_daily_sales\n" in text
-    (conf / "pipelines" / "gold2.yml").write_text(text.replace("    table: gold_daily_sales\n", "    table: gold_other\n"))
-    shutil.copy(project / "pipelines" / "gold_daily_sales.py", project / "pipelines" / "gold2.py")
-    cfg = (conf / "project.yml").read_text()
-    assert "layers: [bronze, silver, gold]" in cfg
-    (conf / "project.yml").write_text(cfg.replace("layers: [bronze, silver, gold]", "layers: [bronze, silver, gold, gold2]"))
-    if fail:
-        fail_pipeline(project, "gold2")
+# Where each template pipeline's output node starts returning: code inserted before it runs
+# inside the table's DAG.
+MARKERS = {
+    "bronze_events": "    return landing.with_columns", "bronze_customers": "    return landing.with_columns",
+    "silver_events": "    return normalized_events.select", "silver_customers": "    return bronze_customers.with_columns",
+    "gold_daily_sales": "    return daily_sales.sort", "gold_sales_by_segment": "    segments = silver_customers.select",
+}
+ALL = ["bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales",
+       "gold_sales_by_segment"]  # run order
+
+
+def insert(project, name: str, code: str) -> None:
+    module = project / "pipelines" / f"{name}.py"
+    text = module.read_text()
+    assert MARKERS[name] in text
+    module.write_text(text.replace(MARKERS[name], code + MARKERS[name], 1))
 
 
 def fail_pipeline(project, name: str) -> None:
     """Make pipeline ``name`` raise ``ValueError("boom in NAME")`` in its output node."""
-    module = project / "pipelines" / f"{name}.py"
-    marker = {"gold": "    return daily_sales.sort", "gold2": "    return daily_sales.sort",
-              "silver": "    return normalized_events.select"}[name]
-    text = module.read_text()
-    assert marker in text
-    module.write_text(text.replace(marker, f'    raise ValueError("boom in {name}")\n{marker}', 1))
+    insert(project, name, f'    raise ValueError("boom in {name}")\n')
 
 
 def exists(project, table: str) -> bool:
@@ -57,35 +56,31 @@ def by_table(doc: dict) -> dict[str, dict]:
 
 
 def test_independent_tables_run_at_the_same_time(project, tmp_path):
-    """gold and gold2 each wait (up to 20 s) for the other to have started: with two threads
-    both see the other, so they really ran concurrently."""
-    add_gold2(project)
-    for name in ("gold", "gold2"):
-        module = project / "pipelines" / f"{name}.py"
-        other = "gold2" if name == "gold" else "gold"
-        module.write_text(module.read_text().replace("    return daily_sales.sort", (
+    """The two gold tables each wait (up to 20 s) for the other to have started: with two
+    threads both see the other, so they really ran concurrently."""
+    pair = ("gold_daily_sales", "gold_sales_by_segment")
+    for name in pair:
+        other = pair[1] if name == pair[0] else pair[0]
+        insert(project, name, (
             f"    import pathlib, time\n"
             f"    pathlib.Path({str(tmp_path / name)!r}).touch()\n"
             f"    deadline = time.monotonic() + 20\n"
             f"    while not pathlib.Path({str(tmp_path / other)!r}).exists() and time.monotonic() < deadline:\n"
             f"        time.sleep(0.02)\n"
-            f"    pathlib.Path({str(tmp_path / (name + '.saw'))!r}).write_text(str(pathlib.Path({str(tmp_path / other)!r}).exists()))\n"
-            f"    return daily_sales.sort"), 1))
+            f"    pathlib.Path({str(tmp_path / (name + '.saw'))!r}).write_text(str(pathlib.Path({str(tmp_path / other)!r}).exists()))\n"))
     r = medallion("run", "all", "-C", project, "--threads", "2", "--json")
     assert r.exit_code == 0, r
-    assert (tmp_path / "gold.saw").read_text() == "True" and (tmp_path / "gold2.saw").read_text() == "True"
+    assert all((tmp_path / f"{name}.saw").read_text() == "True" for name in pair)
     doc = json.loads(r.stdout)
     assert doc["status"] == "succeeded" and doc["failed"] == [] and doc["skipped"] == []
-    assert doc["succeeded"] == ["bronze_events", "silver_events", "gold_daily_sales", "gold_other"]
-    # Both commits and both watermarks landed (the state file is shared by the threads).
-    assert DeltaTable(str(project / "lake" / "gold_daily_sales")).version() == 0
-    assert DeltaTable(str(project / "lake" / "gold_other")).version() == 0
+    assert doc["succeeded"] == ALL
+    # Every commit and every watermark landed (the state file is shared by the threads).
+    assert all(DeltaTable(str(project / "lake" / table)).version() == 0 for table in ALL)
     marks = {w["table"] for w in json.loads(medallion("watermark", "show", "-C", project, "--json").stdout)["watermarks"]}
-    assert {"gold_daily_sales", "gold_other"} <= marks
+    assert set(ALL) <= marks
 
 
 def test_parallel_run_gives_what_a_sequential_run_gives(project, tmp_path):
-    add_gold2(project)
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
     parallel = medallion("run", "all", "-C", project, "--threads", "4", "--json")
@@ -93,102 +88,102 @@ def test_parallel_run_gives_what_a_sequential_run_gives(project, tmp_path):
     assert parallel.exit_code == 0, parallel
     assert sequential.exit_code == 0, sequential
     p, s = json.loads(parallel.stdout), json.loads(sequential.stdout)
-    assert [l["table"] for l in p["layers"]] == [l["table"] for l in s["layers"]]  # run order in both
+    assert [l["table"] for l in p["layers"]] == [l["table"] for l in s["layers"]] == ALL  # run order in both
     for a, b in zip(p["layers"], s["layers"]):
         assert (a["status"], a["rows_in"], a["rows_out"], a["version"]) == (b["status"], b["rows_in"], b["rows_out"], b["version"])
-    for table in ("bronze_events", "silver_events", "silver_events__quarantine", "gold_daily_sales", "gold_other"):
+    for table in [*ALL, "silver_events__quarantine", "silver_customers__quarantine"]:
         assert contents(project, table).equals(contents(twin, table)), table
-    assert contents(project, "gold_other").equals(contents(project, "gold_daily_sales"))
 
 
 def test_threads_1_runs_one_table_after_another_in_run_order(project):
-    add_gold2(project)
     r = medallion("run", "all", "-C", project, "--threads", "1")
     assert r.exit_code == 0, r
     narration = r.stderr.split("\n\n")[0]  # before the summary table
     lines = [line.split() for line in narration.splitlines() if line.split()[:1] in (["run"], ["written"], ["unchanged"])]
     # each table starts after the previous one finished, in run order
-    assert [(l[0], l[1].rstrip(":")) for l in lines] == [
-        ("run", "bronze"), ("written", "bronze"), ("run", "silver"), ("written", "silver"),
-        ("run", "gold"), ("written", "gold"), ("run", "gold2"), ("written", "gold2"),
-    ]
+    assert [(l[0], l[1].rstrip(":")) for l in lines] == [(verb, table) for table in ALL for verb in ("run", "written")]
 
 
 def test_a_failed_branch_does_not_stop_an_independent_one(project):
-    add_gold2(project, fail=True)
+    fail_pipeline(project, "silver_customers")
     r = medallion("run", "all", "-C", project)
     assert r.exit_code == ExitCode.RUN_FAILED, r
     assert "Traceback" not in r.stderr
-    assert exists(project, "gold_daily_sales") and not exists(project, "gold_other")
-    assert DeltaTable(str(project / "lake" / "gold_daily_sales")).version() == 0
+    # the events branch committed; the customers branch stopped at the failure, the join was skipped
+    assert all(DeltaTable(str(project / "lake" / t)).version() == 0
+               for t in ("bronze_customers", "bronze_events", "silver_events", "gold_daily_sales"))
+    assert not exists(project, "silver_customers") and not exists(project, "gold_sales_by_segment")
     # the summary says which failed, the error line why
-    assert "failed (3 succeeded, 1 failed, 0 skipped)" in r.stderr, r
-    row = next(line for line in r.stderr.splitlines() if line.startswith("gold2 "))
-    assert row.split()[:4] == ["gold2", "gold_other", "overwrite", "failed"] and "boom in gold2" in row
+    assert "failed (4 succeeded, 1 failed, 1 skipped)" in r.stderr, r
+    row = next(line for line in r.stderr.splitlines() if line.startswith("silver_customers "))
+    assert row.split()[:4] == ["silver_customers", "silver_customers", "merge", "failed"] and "boom in silver_customers" in row
     assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
-        "error: layer 'gold2' failed: ValueError: boom in gold2"]
+        "error: layer 'silver_customers' failed: ValueError: boom in silver_customers"]
     assert r.stdout == ""
 
-    j = medallion("run", "all", "-C", project, "--json")  # the same in JSON (gold is now unchanged)
+    j = medallion("run", "all", "-C", project, "--json")  # the same in JSON (the events branch is now unchanged)
     assert j.exit_code == ExitCode.RUN_FAILED, j
     doc = json.loads(j.stdout)
-    assert doc["status"] == "failed" and doc["failed"] == ["gold_other"] and doc["skipped"] == []
-    assert doc["succeeded"] == ["bronze_events", "silver_events", "gold_daily_sales"]
-    assert doc["error"]["exit_code"] == 1 and "boom in gold2" in doc["error"]["message"]
+    assert doc["status"] == "failed" and doc["failed"] == ["silver_customers"]
+    assert doc["skipped"] == ["gold_sales_by_segment"]
+    assert doc["succeeded"] == ["bronze_customers", "bronze_events", "silver_events", "gold_daily_sales"]
+    assert by_table(doc)["gold_daily_sales"]["status"] == "unchanged"
+    assert doc["error"]["exit_code"] == 1 and "boom in silver_customers" in doc["error"]["message"]
 
 
 def test_a_failed_table_skips_everything_downstream(project):
-    add_gold2(project)
-    fail_pipeline(project, "silver")
+    fail_pipeline(project, "silver_events")
     r = medallion("run", "all", "-C", project, "--json")
     assert r.exit_code == ExitCode.RUN_FAILED, r
     doc = json.loads(r.stdout)
     layers = by_table(doc)
     assert [(t, l["status"]) for t, l in layers.items()] == [
-        ("bronze_events", "written"), ("silver_events", "failed"), ("gold_daily_sales", "skipped"), ("gold_other", "skipped")]
+        ("bronze_customers", "written"), ("bronze_events", "written"), ("silver_customers", "written"),
+        ("silver_events", "failed"), ("gold_daily_sales", "skipped"), ("gold_sales_by_segment", "skipped")]
     assert layers["gold_daily_sales"]["error"] == "upstream silver_events failed"
-    assert layers["gold_other"]["error"] == "upstream silver_events failed"
-    assert doc["skipped"] == ["gold_daily_sales", "gold_other"] and doc["failed"] == ["silver_events"]
-    assert not any(exists(project, t) for t in ("silver_events", "gold_daily_sales", "gold_other"))
-    assert exists(project, "bronze_events")
+    assert layers["gold_sales_by_segment"]["error"] == "upstream silver_events failed"
+    assert doc["skipped"] == ["gold_daily_sales", "gold_sales_by_segment"] and doc["failed"] == ["silver_events"]
+    assert not any(exists(project, t) for t in ("silver_events", "gold_daily_sales", "gold_sales_by_segment"))
+    assert exists(project, "bronze_events") and exists(project, "silver_customers")
     # text: one line per skipped table as it is decided, and the summary
     t = medallion("run", "all", "-C", project)
     assert t.exit_code == ExitCode.RUN_FAILED, t
-    assert "skipped gold: upstream silver_events failed" in " ".join(t.stderr.split())
-    assert "failed (1 succeeded, 1 failed, 2 skipped)" in t.stderr, t
+    assert "skipped gold_daily_sales: upstream silver_events failed" in " ".join(t.stderr.split())
+    assert "failed (3 succeeded, 1 failed, 2 skipped)" in t.stderr, t
 
 
 def test_fail_fast_starts_no_table_after_the_first_failure(project, tmp_path):
-    add_gold2(project)
-    fail_pipeline(project, "gold")  # run order: bronze, silver, gold, gold2
+    fail_pipeline(project, "bronze_customers")  # run order: bronze_customers first, bronze_events next
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
 
     r = medallion("run", "all", "-C", project, "--threads", "1", "--fail-fast", "--json")
     assert r.exit_code == ExitCode.RUN_FAILED, r
     layers = by_table(json.loads(r.stdout))
-    assert layers["gold_daily_sales"]["status"] == "failed"
-    assert layers["gold_other"]["status"] == "skipped"
-    assert layers["gold_other"]["error"] == "not started: gold_daily_sales failed and --fail-fast stops the run"
-    assert not exists(project, "gold_other")
+    assert layers["bronze_customers"]["status"] == "failed"
+    assert layers["bronze_events"]["status"] == "skipped"
+    assert layers["bronze_events"]["error"] == "not started: bronze_customers failed and --fail-fast stops the run"
+    assert not exists(project, "bronze_events")
 
-    # without --fail-fast the independent gold2 still runs
+    # without --fail-fast the independent events branch still runs
     r = medallion("run", "all", "-C", twin, "--threads", "1", "--json")
     assert r.exit_code == ExitCode.RUN_FAILED, r
-    assert by_table(json.loads(r.stdout))["gold_other"]["status"] == "written"
-    assert exists(twin, "gold_other")
+    assert [by_table(json.loads(r.stdout))[t]["status"] for t in ("bronze_events", "silver_events", "gold_daily_sales")] \
+        == ["written"] * 3
+    assert exists(twin, "gold_daily_sales")
 
 
 def test_exit_code_is_the_first_failure_in_run_order(project):
-    """gold and gold2 both fail: the error (and exit code) is gold's, the first in run order
-    whichever finished first, and it names the other."""
-    add_gold2(project, fail=True)
-    fail_pipeline(project, "gold")
+    """Both gold tables fail: the error (and exit code) is gold_daily_sales's, the first in run
+    order whichever finished first, and it names the other."""
+    fail_pipeline(project, "gold_sales_by_segment")
+    fail_pipeline(project, "gold_daily_sales")
     r = medallion("run", "all", "-C", project, "--threads", "2")
     assert r.exit_code == ExitCode.RUN_FAILED, r
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: layer 'gold' failed: ValueError: boom in gold (also failed: gold_other)"], r
-    assert "failed (2 succeeded, 2 failed, 0 skipped)" in r.stderr
+    assert errors == ["error: layer 'gold_daily_sales' failed: ValueError: boom in gold_daily_sales "
+                      "(also failed: gold_sales_by_segment)"], r
+    assert "failed (4 succeeded, 2 failed, 0 skipped)" in r.stderr
 
 
 def test_threads_must_be_positive(project):

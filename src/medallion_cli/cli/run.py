@@ -112,7 +112,7 @@ def run(
         )
 
     def started(layer) -> None:
-        out.status("run", f"{layer.name} → {layer.target.table}")
+        out.status("run", layer.name if layer.name == layer.target.table else f"{layer.name} → {layer.target.table}")
 
     def finished(layer) -> None:
         for warning in layer.warnings:

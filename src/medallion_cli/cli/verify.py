@@ -54,7 +54,8 @@ def verify(
     project = load(project_dir, storage_option)
 
     def started(layer) -> None:
-        out.status("rebuild", f"{layer.name} → {layer.target.table} (scratch)")
+        name = layer.name if layer.name == layer.target.table else f"{layer.name} → {layer.target.table}"
+        out.status("rebuild", f"{name} (scratch)")
 
     result = verify_project(project, names or [], exclude=exclude or [], tolerance=tolerance, scratch_parent=scratch,
                             keep_scratch=keep_scratch, examples=examples, on_layer_start=started)
