@@ -135,21 +135,34 @@ def plan_tables(r) -> list[str]:
 
 def test_run_plan_with_selectors_and_exclusions(project):
     assert plan_tables(medallion("run", "silver_events+", "--plan", "--json", "-C", project)) == [
-        "silver_events", "gold_daily_sales"]
-    assert plan_tables(medallion("run", "+silver_events", "--exclude", "bronze", "--plan", "--json", "-C", project)) == [
-        "silver_events"]
-    assert plan_tables(medallion("run", "gold", "bronze", "--plan", "--json", "-C", project)) == [
-        "bronze_events", "gold_daily_sales"]
+        "silver_events", "gold_daily_sales", "gold_sales_by_segment"]
+    assert plan_tables(medallion("run", "silver_customers+", "--plan", "--json", "-C", project)) == [
+        "silver_customers", "gold_sales_by_segment"]
+    assert plan_tables(medallion("run", "+gold_sales_by_segment", "--exclude", "bronze", "--plan", "--json",
+                                 "-C", project)) == ["silver_customers", "silver_events", "gold_sales_by_segment"]
+    assert plan_tables(medallion("run", "gold", "bronze_events", "--plan", "--json", "-C", project)) == [
+        "bronze_events", "gold_daily_sales", "gold_sales_by_segment"]
+    assert plan_tables(medallion("run", "all", "--exclude", "bronze_customers+", "--plan", "--json", "-C", project)) == [
+        "bronze_events", "silver_events", "gold_daily_sales"]
 
 
 def test_layer_tags_and_pipeline_names_in_a_real_project(project):
-    gold = project / "conf" / "pipelines" / "gold_daily_sales.yml"
-    gold.write_text(gold.read_text().replace("medallion:\n", "medallion:\n  layer: silver\n", 1))
+    # Retag gold_daily_sales as silver, and write it from a pipeline named unlike its table.
+    conf, code = project / "conf" / "pipelines", project / "pipelines"
+    (conf / "gold_daily_sales.yml").rename(conf / "daily.yml")
+    (code / "gold_daily_sales.py").rename(code / "daily.py")
+    daily = conf / "daily.yml"
+    daily.write_text(daily.read_text().replace("  layer: gold\n", "  layer: silver\n", 1))
     loaded = load_project(project)
-    assert [l.name for l in select_layers(loaded, ["silver"])] == ["silver", "gold"]  # the tag holds both
-    assert [l.name for l in select_layers(loaded, ["pipeline:silver"])] == ["silver"]
-    assert [l.name for l in select_layers(loaded, ["gold"])] == ["gold"]  # pipeline gold, tagged silver
-    assert [l.name for l in select_layers(loaded, ["all"], exclude=["silver"])] == ["bronze"]
+    assert [l.name for l in select_layers(loaded, ["silver"])] == ["silver_customers", "silver_events", "daily"]
+    assert [l.name for l in select_layers(loaded, ["pipeline:daily"])] == ["daily"]
+    assert [l.name for l in select_layers(loaded, ["daily"])] == ["daily"]  # a pipeline name
+    assert [l.name for l in select_layers(loaded, ["gold_daily_sales"])] == ["daily"]  # its table
+    assert [l.name for l in select_layers(loaded, ["gold"])] == ["gold_sales_by_segment"]
+    assert [l.name for l in select_layers(loaded, ["all"], exclude=["silver"])] == [
+        "bronze_customers", "bronze_events", "gold_sales_by_segment"]
+    r = medallion("run", "daily", "--plan", "--json", "-C", project)
+    assert [p["table"] for p in json.loads(r.stdout)["plan"]] == ["gold_daily_sales"], r
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -170,7 +183,8 @@ def test_bad_selections_exit_2_with_one_line(project, args, fragment):
 def test_run_with_an_exclusion_leaves_the_excluded_table_alone(project):
     r = medallion("run", "all", "--exclude", "gold_daily_sales", "-C", project, "--json")
     assert r.exit_code == 0, r
-    assert [l["table"] for l in json.loads(r.stdout)["layers"]] == ["bronze_events", "silver_events"]
+    assert [l["table"] for l in json.loads(r.stdout)["layers"]] == [
+        "bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_sales_by_segment"]
     assert not (project / "lake" / "gold_daily_sales").exists()
 
 
@@ -179,15 +193,17 @@ def test_full_refresh_of_a_selection_rebuilds_only_it(ran_project):
     r = medallion("run", "silver_events+", "--full-refresh", "--yes", "--json", "-C", ran_project)
     assert r.exit_code == 0, r
     layers = json.loads(r.stdout)["layers"]
-    assert [(l["table"], l["kind"]) for l in layers] == [("silver_events", "full_refresh"), ("gold_daily_sales", "full_refresh")]
+    assert [(l["table"], l["kind"]) for l in layers] == [
+        ("silver_events", "full_refresh"), ("gold_daily_sales", "full_refresh"), ("gold_sales_by_segment", "full_refresh")]
     assert DeltaTable(str(ran_project / "lake" / "bronze_events")).version() == before
+    assert DeltaTable(str(ran_project / "lake" / "silver_customers")).version() == 0
 
 
 # -- --set scoping -----------------------------------------------------------------------------
 def test_scoped_override_targets_one_pipeline(project):
-    layers = select_layers(load_project(project), ["all"])
+    layers = select_layers(load_project(project), ["+gold_daily_sales"])
     bronze, silver, gold = layers
-    overrides = parse_overrides(["amount_decimals=3", "silver_events.amount_decimals=4", "gold.rolling_window_days=14",
+    overrides = parse_overrides(["amount_decimals=3", "silver_events.amount_decimals=4", "gold_daily_sales.rolling_window_days=14",
                                  "target_file_size_mb=32"])
     check_overrides(layers, overrides)
     assert layer_overrides(silver, overrides) == {"amount_decimals": 4, "target_file_size_mb": 32}  # scoped wins
@@ -201,8 +217,9 @@ def test_scoped_override_targets_one_pipeline(project):
     ("all", "platinum.rolling_window_days=3", "'platinum' is not a selected table or pipeline"),
     ("silver", "rolling_window_days=3", "unknown --set key 'rolling_window_days'"),  # declared by gold only
     ("gold", "gold_daily_sales.rolling_window_days=abc",
-     "--set gold_daily_sales.rolling_window_days='abc': layer 'gold' expects int, got str"),
-    ("gold", "gold.target_file_size_mb=0", "--set gold.target_file_size_mb must be a positive integer"),
+     "--set gold_daily_sales.rolling_window_days='abc': layer 'gold_daily_sales' expects int, got str"),
+    ("gold", "gold_daily_sales.target_file_size_mb=0", "--set gold_daily_sales.target_file_size_mb must be a positive integer"),
+    ("gold", "gold.target_file_size_mb=64", "'gold' is not a selected table or pipeline"),  # a tag is not a scope
     ("gold", ".rolling_window_days=3", "is not KEY=VALUE or TABLE.KEY=VALUE"),
 ])
 def test_bad_scoped_overrides_are_refused_before_anything_runs(project, selection, pair, fragment):
@@ -213,10 +230,13 @@ def test_bad_scoped_overrides_are_refused_before_anything_runs(project, selectio
 
 
 def test_two_scoped_values_for_one_pipeline_are_refused(project):
+    conf, code = project / "conf" / "pipelines", project / "pipelines"
+    (conf / "gold_daily_sales.yml").rename(conf / "daily.yml")
+    (code / "gold_daily_sales.py").rename(code / "daily.py")
     layers = select_layers(load_project(project), ["gold"])
-    with pytest.raises(UsageError, match="give 'gold' two values"):
-        check_overrides(layers, {"gold.rolling_window_days": 3, "gold_daily_sales.rolling_window_days": 4})
-    check_overrides(layers, {"gold.rolling_window_days": 3, "gold_daily_sales.rolling_window_days": 3})
+    with pytest.raises(UsageError, match="give 'daily' two values"):
+        check_overrides(layers, {"daily.rolling_window_days": 3, "gold_daily_sales.rolling_window_days": 4})
+    check_overrides(layers, {"daily.rolling_window_days": 3, "gold_daily_sales.rolling_window_days": 3})
 
 
 def test_scoped_override_reaches_the_pipeline(ran_project):
@@ -232,20 +252,22 @@ def test_verify_selects_like_run(ran_project):
     r = medallion("verify", "+silver_events__quarantine+", "--exclude", "gold", "--json", "-C", ran_project)
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
-    assert doc["rebuilt"] == ["bronze", "silver"]  # gold excluded: neither rebuilt nor compared
+    assert doc["rebuilt"] == ["bronze_events", "silver_events"]  # gold excluded: neither rebuilt nor compared
     assert [t["table"] for t in doc["tables"]][:2] == ["bronze_events", "silver_events"]
     assert not {t["table"] for t in doc["tables"]} & {"gold_daily_sales"}
 
 
 def test_verify_selection_keeps_quarantine_names(project):
     loaded = load_project(project)
-    assert [l.name for l in verify_select(loaded, ["silver_events__quarantine+"], ["gold"])] == ["silver"]
-    assert [l.name for l in verify_select(loaded, ["silver__quarantine"])] == ["silver"]
-    assert [l.name for l in verify_select(loaded, [])] == ["bronze", "silver", "gold"]
+    assert [l.name for l in verify_select(loaded, ["silver_events__quarantine+"], ["gold"])] == ["silver_events"]
+    assert [l.name for l in verify_select(loaded, ["silver_customers__quarantine"])] == ["silver_customers"]
+    assert [l.name for l in verify_select(loaded, [])] == [
+        "bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales",
+        "gold_sales_by_segment"]
 
 
 def test_verify_refuses_unknown_and_empty_selections(project):
     r = medallion("verify", "platinum__quarantine", "-C", project)
     assert r.exit_code == ExitCode.USAGE and "unknown table or layer 'platinum__quarantine'" in r.stderr, r
-    r = medallion("verify", "gold", "--exclude", "+gold_daily_sales", "-C", project)
+    r = medallion("verify", "gold", "--exclude", "+gold", "-C", project)
     assert r.exit_code == ExitCode.USAGE and "the selection is empty" in r.stderr, r

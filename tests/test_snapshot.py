@@ -70,7 +70,7 @@ def assert_equals_full_refresh(project: Path, tmp_path: Path) -> None:
 def test_a_gold_table_joins_facts_with_the_current_dimension(project, tmp_path):
     with_segments(project)
     layers = run(project)
-    assert list(layers) == ["bronze_events", "bronze_customers", "silver_events", "silver_customers",
+    assert list(layers) == ["bronze_customers", "bronze_events", "silver_customers", "silver_events",
                             "gold_daily_sales", "gold_sales_by_segment"]
     assert_frame_equal(gold(project), expected(project), check_exact=False, rel_tol=1e-9)
 
