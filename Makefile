@@ -8,7 +8,7 @@ DEMO ?= demo
 .PHONY: help install demo test test-fast bench clean
 
 help:
-	@echo "make demo   create .venv, scaffold ./$(DEMO) with 'medallion init', run all layers, print gold"
+	@echo "make demo   create .venv, scaffold ./$(DEMO) with 'medallion init', run every table, print both gold tables"
 	@echo "make test   create .venv with the dev extras and run the test suite"
 	@echo "make bench  benchmark 'medallion run all' against a plain polars+deltalake script (1M and 5M rows)"
 	@echo "make clean  remove .venv, ./$(DEMO), build and bench leftovers"
@@ -29,6 +29,9 @@ demo: $(STAMP)
 	@echo
 	@echo "gold_daily_sales ($(DEMO)/lake/gold_daily_sales):"
 	@$(BIN)/python -c 'import polars as pl; pl.Config.set_tbl_rows(12); print(pl.read_delta("$(DEMO)/lake/gold_daily_sales").sort("event_date", "region"))'
+	@echo
+	@echo "gold_sales_by_segment ($(DEMO)/lake/gold_sales_by_segment):"
+	@$(BIN)/python -c 'import polars as pl; pl.Config.set_tbl_rows(12); print(pl.read_delta("$(DEMO)/lake/gold_sales_by_segment").sort("event_date", "segment"))'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
