@@ -93,17 +93,20 @@ def fresh_project(root: Path, events_src: Path, name: str, customers_src: Path |
     return project
 
 
-def generate(root: Path, rows: int, files: int, n_customers: int) -> tuple[Path, Path]:
-    """Seeded landing files under ``root``: events in ``files`` files, customers in 2."""
-    sys.path.insert(0, str(HERE))
-    from generate import customers, events, write_files
+def generate(root: Path, rows: int, files: int, n_customers: int = 0) -> tuple[Path, Path | None]:
+    """Seeded landing files under ``root``: events in ``files`` files, customers in 2.
 
+    In a child process: a child's peak RSS (ru_maxrss) starts from its parent's at fork, so
+    the parent must never hold the generated frames."""
+    events_dir, customers_dir = root / "landing_events", root / "landing_customers"
+    cmd = [sys.executable, HERE / "generate.py", events_dir, "--rows", rows, "--files", files, "--seed", 7]
+    if n_customers:
+        cmd += ["--customers", n_customers, "--customers-out", customers_dir]
     t0 = time.perf_counter()
-    write_files(events(rows, seed=7), root / "landing_events", files, "parquet")
-    write_files(customers(n_customers, seed=11), root / "landing_customers", 2, "parquet", prefix="customers")
+    subprocess.run(list(map(str, cmd)), check=True)
     print(f"[{rows:,} events, {n_customers:,} customers] generated in {time.perf_counter() - t0:.1f}s",
           file=sys.stderr)
-    return root / "landing_events", root / "landing_customers"
+    return events_dir, (customers_dir if n_customers else None)
 
 
 def tables_of(doc: dict) -> dict:
@@ -113,7 +116,8 @@ def tables_of(doc: dict) -> dict:
 
 def bench_incremental(rows: int, files: int, batch: int, n_customers: int) -> dict:
     """Full load of ``rows`` events and the customers, then one incremental `run all` over a
-    batch of ``batch`` events."""
+    batch of ``batch`` events. (Generated in this process, which holds the frames: the peak
+    RSS of these runs is not reported.)"""
     sys.path.insert(0, str(HERE))
     from generate import customers, events, incremental_batch, write_files
 
@@ -121,7 +125,7 @@ def bench_incremental(rows: int, files: int, batch: int, n_customers: int) -> di
     shutil.rmtree(root, ignore_errors=True)
     base = events(rows, seed=7)
     write_files(base, root / "landing_events", files, "parquet")
-    write_files(customers(n_customers, seed=11), root / "landing_customers", 2, "parquet", prefix="customers")
+    write_files(customers(n_customers, seed=7), root / "landing_customers", 2, "parquet", prefix="customers")
     project = fresh_project(root, root / "landing_events", "m_inc", root / "landing_customers")
     full = measured(medallion("run", "all", "--json", "-q"), project)
     full.pop("stdout")
@@ -147,13 +151,9 @@ def report_incremental(results: list[dict]) -> None:
 def bench_quality(rows: int, files: int, repeat: int = 3) -> dict:
     """silver_events with its pandera gate (template default) against silver_events with the
     gate removed."""
-    sys.path.insert(0, str(HERE))
-    from generate import events, write_files
-
     root = WORK / f"quality_{rows}"
     shutil.rmtree(root, ignore_errors=True)
-    landing = root / "landing"
-    write_files(events(rows, seed=7), landing, files, "parquet")
+    landing, _ = generate(root, rows, files)
     base = fresh_project(root, landing, "q_base")
     subprocess.run(medallion("run", "bronze_events", "-q"), cwd=base, check=True, env=child_env())
     out: dict = {"rows": rows, "load": load()}
@@ -244,9 +244,7 @@ def bench_size(rows: int, files: int, n_customers: int) -> dict:
     root = WORK / f"rows_{rows}"
     shutil.rmtree(root, ignore_errors=True)
     events_src, customers_src = generate(root, rows, files, n_customers)
-    customer_rows = sum(pq_rows(f) for f in customers_src.iterdir())
-    result: dict = {"rows": rows, "files": files, "customers": n_customers, "customer_rows": customer_rows,
-                    "load_before": load()}
+    result: dict = {"rows": rows, "files": files, "customers": n_customers, "load_before": load()}
 
     def run(project: Path, *args: str) -> dict:
         m = measured(medallion("run", *args, "--json", "-q"), project)
@@ -255,6 +253,7 @@ def bench_size(rows: int, files: int, n_customers: int) -> dict:
 
     # The whole graph in one process: what a user runs.
     result["medallion_all"] = run(fresh_project(root, events_src, "m_all", customers_src), "all")
+    result["customer_rows"] = result["medallion_all"]["tables"]["bronze_customers"]["rows_in"]
     # The events chain in one process: compared with the baseline's `all`.
     result["medallion_chain"] = run(fresh_project(root, events_src, "m_chain", customers_src), "+gold_daily_sales")
     # One process per table, upstream first.
@@ -274,12 +273,6 @@ def bench_size(rows: int, files: int, n_customers: int) -> dict:
     result["load_after"] = load()
     shutil.rmtree(root, ignore_errors=True)
     return result
-
-
-def pq_rows(path: Path) -> int:
-    import polars as pl
-
-    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def report(results: list[dict]) -> None:
