@@ -10,7 +10,7 @@ DEMO ?= demo
 help:
 	@echo "make demo   create .venv, scaffold ./$(DEMO) with 'medallion init', run every table, print both gold tables"
 	@echo "make test   create .venv with the dev extras and run the test suite"
-	@echo "make bench  benchmark 'medallion run all' against a plain polars+deltalake script (1M and 5M rows)"
+	@echo "make bench  benchmark the table graph and its events chain against a plain polars+deltalake script (1M and 5M events, 100k customers)"
 	@echo "make clean  remove .venv, ./$(DEMO), build and bench leftovers"
 
 $(STAMP): pyproject.toml

@@ -1,9 +1,16 @@
-"""Generate landing files of synthetic events: N rows in K files, seeded.
+"""Generate landing files of synthetic events (and customers): N rows in K files, seeded.
 
 Like the sample data, in proportion: ~1% exact duplicates, ~1% later updates of an earlier
 event, ~0.5% invalid rows (null id, negative amount, unknown type), mixed-case types.
+Events draw ``user_id`` uniformly from 1 .. rows // 20 - 1 (50k users at 1M rows, 250k at 5M).
+
+Customers (``--customers N``): ids 1 .. N, so they cover every user_id while
+N >= rows // 20 and the lower N user ids otherwise (events of the other users join as
+segment ``unknown``); ~1% later versions that move a customer to another segment and a few
+invalid rows (null name, unknown segment, bad country code), mixed case and padding.
 
     python bench/generate.py OUT_DIR --rows 1000000 --files 10 [--seed 7] [--format parquet|csv|jsonl]
+        [--customers 100000 --customers-out CUSTOMERS_DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import polars as pl
 
 REGIONS = np.array(["north", "south", "east", "west", "central"])
 TYPES = np.array(["click", "view", "purchase", "purchase", "refund", "Purchase", "VIEW"])
+SEGMENTS = np.array(["consumer", "consumer", "business", "enterprise", "Business", " consumer"])
+COUNTRIES = np.array(["FR", "DE", "JP", "US", "GB", "es", "IT"])
 
 
 def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataFrame:
@@ -54,6 +63,38 @@ def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataF
         pl.when(pl.int_range(pl.len()) % 3 == 2).then(pl.lit("hover")).otherwise(pl.col("event_type")).alias("event_type"),
     )
     return pl.concat([df, dups, upd, bad]).sample(fraction=1.0, shuffle=True, seed=seed + 4)
+
+
+def customers(n: int, seed: int) -> pl.DataFrame:
+    """``n`` customers with ids 1..n, plus ~1% later versions with another segment and
+    ~0.2% invalid rows (null name, unknown segment, three-letter country), shuffled."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, n + 1)
+    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    df = pl.DataFrame(
+        {
+            "customer_id": ids,
+            "name": pl.Series(ids).cast(pl.String).str.replace(r"^", "Customer "),
+            "segment": SEGMENTS[rng.integers(0, len(SEGMENTS), n)],
+            "country": COUNTRIES[rng.integers(0, len(COUNTRIES), n)],
+            "seconds": rng.integers(0, 30 * 86_400, n),
+        }
+    ).with_columns((pl.lit(base) + pl.duration(seconds=pl.col("seconds"))).alias("updated_at")).drop("seconds")
+    n_upd = max(1, n // 100)
+    moved = df.sample(n_upd, seed=seed + 1).with_columns(
+        pl.col("updated_at") + pl.duration(days=90),
+        # Another segment than the one it had (case and padding normalized).
+        pl.col("segment").str.strip_chars().str.to_lowercase()
+        .replace_strict({"consumer": "business", "business": "enterprise", "enterprise": "consumer"}),
+    )
+    n_bad = max(3, n // 500)
+    bad = df.sample(n_bad, seed=seed + 2).with_columns(
+        pl.col("updated_at") + pl.duration(days=120),
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("name")).alias("name"),
+        pl.when(pl.int_range(pl.len()) % 3 == 1).then(pl.lit("vip")).otherwise(pl.col("segment")).alias("segment"),
+        pl.when(pl.int_range(pl.len()) % 3 == 2).then(pl.lit("FRA")).otherwise(pl.col("country")).alias("country"),
+    )
+    return pl.concat([df, moved, bad]).sample(fraction=1.0, shuffle=True, seed=seed + 3)
 
 
 def incremental_batch(existing: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
@@ -98,8 +139,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+    parser.add_argument("--customers", type=int, default=100_000, help="customers (default 100000)")
+    parser.add_argument("--customers-out", type=Path, help="also write customers here (2 files)")
     args = parser.parse_args()
     write_files(events(args.rows, args.seed), args.out, args.files, args.format)
+    if args.customers_out:
+        write_files(customers(args.customers, args.seed), args.customers_out, 2, args.format, prefix="customers")
 
 
 if __name__ == "__main__":
