@@ -118,8 +118,9 @@ def test_pipeline_failure_fails_fast_without_retries(ran_project):
     import json
 
     doc = json.loads(r.stdout)
-    assert doc["status"] == "failed" and doc["layers"][0]["status"] == "failed"
-    assert "RuntimeError: x" in doc["layers"][0]["error"]
+    gold = {l["table"]: l for l in doc["layers"]}["gold_daily_sales"]
+    assert doc["status"] == "failed" and gold["status"] == "failed"
+    assert "RuntimeError: x" in gold["error"]
     assert doc["error"]["exit_code"] == 1
 
 

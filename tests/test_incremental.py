@@ -113,7 +113,7 @@ def test_since_until_accept_iso_and_relative_forms(ran_project, since, until):
         args += ["--until", until]
     r = medallion(*args)
     assert r.exit_code == 0, r
-    assert json.loads(r.stdout)["plan"][0]["kind"] == "backfill"
+    assert {p["table"]: p for p in json.loads(r.stdout)["plan"]}["silver_events"]["kind"] == "backfill"
 
 
 @pytest.mark.parametrize("args, message", [

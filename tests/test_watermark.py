@@ -58,7 +58,7 @@ def test_reset_makes_the_next_run_start_over(ran_project):
     assert r.exit_code == 0, r
     assert marks(ran_project)["gold_daily_sales"]["value"] is None
     r = medallion("run", "gold", "-C", ran_project, "--json")
-    assert json.loads(r.stdout)["layers"][0]["kind"] == "full"
+    assert {l["table"]: l for l in json.loads(r.stdout)["layers"]}["gold_daily_sales"]["kind"] == "full"
 
 
 def test_reset_of_bronze_ingests_every_file_again(ran_project):
