@@ -102,6 +102,6 @@ def test_failed_run_in_a_real_process_prints_no_library_noise(ran_project):
     assert p.stdout == ""
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert lines == [
-        "error: layer 'gold' failed: ZeroDivisionError: division by zero",
+        "error: layer 'gold_daily_sales' failed: ZeroDivisionError: division by zero",
         "  hint: see pipelines/gold_daily_sales.py:7 in daily_sales; run with --debug for the traceback",
     ], p.stderr

@@ -27,7 +27,7 @@ def test_second_run_of_a_layer_fails_at_once_naming_the_holder(ran_project):
         import time
         from pathlib import Path
         from medallion_cli.locks import layer_lock
-        with layer_lock(Path({str(ran_project / '.medallion' / 'locks')!r}), "silver", run_id="RUN-A"):
+        with layer_lock(Path({str(ran_project / '.medallion' / 'locks')!r}), "silver_events", run_id="RUN-A"):
             print("READY", flush=True)
             time.sleep(60)
     """)
@@ -36,7 +36,7 @@ def test_second_run_of_a_layer_fails_at_once_naming_the_holder(ran_project):
         r = medallion("run", "all", "-C", ran_project)
         assert time.perf_counter() - t0 < 10
         assert r.exit_code == ExitCode.CONFLICT, r
-        assert f"layer 'silver' is being run by run RUN-A (pid {holder.pid}" in r.stderr
+        assert f"layer 'silver_events' is being run by run RUN-A (pid {holder.pid}" in r.stderr
         assert "--wait" in r.stderr and "Traceback" not in r.stderr
     finally:
         holder.kill()  # SIGKILL: the kernel drops the lock with the process
@@ -50,7 +50,7 @@ def test_wait_queues_behind_the_holder(ran_project):
     acquired = threading.Event()
 
     def hold() -> None:
-        with layer_lock(lock_dir, "gold", run_id="RUN-B"):
+        with layer_lock(lock_dir, "gold_daily_sales", run_id="RUN-B"):
             acquired.set()
             time.sleep(1.5)
 
@@ -58,7 +58,7 @@ def test_wait_queues_behind_the_holder(ran_project):
     thread.start()
     acquired.wait()
     t0 = time.perf_counter()
-    r = medallion("run", "gold", "-C", ran_project, "--wait", "-q")
+    r = medallion("run", "gold_daily_sales", "-C", ran_project, "--wait", "-q")
     waited = time.perf_counter() - t0
     thread.join()
     assert r.exit_code == 0, r

@@ -94,12 +94,13 @@ def test_pipeline_exception_stops_later_layers_and_writes_nothing(ran_project):
         '    return normalized_events.select', '    raise ValueError("boom in silver")\n    return normalized_events.select'
     ))
     r = medallion("run", "all", "-C", ran_project)
-    assert_clean_error(r, ExitCode.RUN_FAILED, "layer 'silver' failed: ValueError: boom in silver", "pipelines/silver_events.py:")
+    assert_clean_error(r, ExitCode.RUN_FAILED, "layer 'silver_events' failed: ValueError: boom in silver", "pipelines/silver_events.py:")
     after = versions(ran_project)
     assert after["bronze_events"] == before["bronze_events"] + 1  # bronze ran before the failure
     assert after["silver_events"] == before["silver_events"]
     assert after["gold_daily_sales"] == before["gold_daily_sales"]
     assert "gold" not in r.stderr.split("boom")[0].split("silver")[-1]
+    assert "run gold_daily_sales" not in r.stderr and "skipped gold_daily_sales" in r.stderr
 
 
 def test_pipeline_failure_fails_fast_without_retries(ran_project):
@@ -117,8 +118,9 @@ def test_pipeline_failure_fails_fast_without_retries(ran_project):
     import json
 
     doc = json.loads(r.stdout)
-    assert doc["status"] == "failed" and doc["layers"][0]["status"] == "failed"
-    assert "RuntimeError: x" in doc["layers"][0]["error"]
+    gold = {l["table"]: l for l in doc["layers"]}["gold_daily_sales"]
+    assert doc["status"] == "failed" and gold["status"] == "failed"
+    assert "RuntimeError: x" in gold["error"]
     assert doc["error"]["exit_code"] == 1
 
 
@@ -172,4 +174,7 @@ def test_unreadable_landing_file_is_named_and_nothing_is_written(project, name, 
     (project / "data" / "landing" / "events" / name).write_bytes(content)
     r = medallion("run", "all", "-C", project)
     assert_clean_error(r, ExitCode.RUN_FAILED, f"landing file {name} cannot be read", reason, "fix or remove the file")
-    assert not (project / "lake").exists()
+    # Nothing of the events chain is written; the independent customers feed still runs.
+    assert versions(project) == {"bronze_events": None, "silver_events": None, "gold_daily_sales": None}
+    assert not (project / "lake" / "bronze_events").exists()
+    assert not (project / "lake" / "gold_sales_by_segment").exists()

@@ -16,7 +16,7 @@ def test_project_and_debug_before_the_command(ran_project, tmp_path, monkeypatch
     r = medallion("-C", ran_project, "tables", "--json")
     assert r.exit_code == 0, r
     assert "silver_events" in r.stdout
-    r = medallion("-C", ran_project, "show", "silver", "--limit", "1")
+    r = medallion("-C", ran_project, "show", "silver_events", "--limit", "1")
     assert r.exit_code == 0, r
     r = medallion("--project", ran_project, "--debug", "run", "platinum")
     assert r.exit_code == ExitCode.USAGE, r
@@ -30,7 +30,7 @@ def test_project_and_debug_before_the_command(ran_project, tmp_path, monkeypatch
     (["run", "gold", "--until", "0001-01-01"], ("--until: '0001-01-01' is out of range", "1900-01-01")),
     (["run", "silver", "--since", "99999999 days ago"], ("--since: '99999999 days ago' is too far in the past", "1900-01-01")),
     (["run", "silver", "--since", "999999999999 days ago"], ("too long a duration",)),
-    (["show", "silver", "--as-of", "0001-01-01T00:00+01:00"], ("out of range", "1900-01-01")),
+    (["show", "silver_events", "--as-of", "0001-01-01T00:00+01:00"], ("out of range", "1900-01-01")),
 ])
 def test_times_out_of_range_are_usage_errors(ran_project, args, fragments):
     before = versions(ran_project)
@@ -40,9 +40,9 @@ def test_times_out_of_range_are_usage_errors(ran_project, args, fragments):
 
 
 @pytest.mark.parametrize("pair, fragment", [
-    ("rolling_window_days=abc", "--set rolling_window_days='abc': layer 'gold' expects int, got str"),
-    ("sales_event_types=purchase", "layer 'gold' expects list[str], got str"),
-    ("amount_decimals=[1, 2]", "--set amount_decimals=[1, 2]: layer 'silver' expects int, got list"),
+    ("rolling_window_days=abc", "--set rolling_window_days='abc': layer 'gold_daily_sales' expects int, got str"),
+    ("sales_event_types=purchase", "layer 'gold_daily_sales' expects list[str], got str"),
+    ("amount_decimals=[1, 2]", "--set amount_decimals=[1, 2]: layer 'silver_events' expects int, got list"),
 ])
 def test_bad_set_values_are_found_before_any_layer_runs(project, pair, fragment):
     r = medallion("run", "all", "-C", project, "--set", pair)
@@ -68,8 +68,8 @@ def test_sys_exit_in_a_pipeline_is_a_pipeline_failure(ran_project, code):
     before = versions(ran_project)
     module = ran_project / "pipelines" / "gold_daily_sales.py"
     module.write_text(module.read_text().replace('    """Total amount', f'    import sys\n    sys.exit({code})\n    """Total amount'))
-    r = medallion("run", "gold", "-C", ran_project, "--full-refresh", "--yes")
-    assert_clean_error(r, ExitCode.RUN_FAILED, f"layer 'gold' failed: the pipeline called sys.exit({code})",
+    r = medallion("run", "gold_daily_sales", "-C", ran_project, "--full-refresh", "--yes")
+    assert_clean_error(r, ExitCode.RUN_FAILED, f"layer 'gold_daily_sales' failed: the pipeline called sys.exit({code})",
                        "pipelines/gold_daily_sales.py:")
     assert versions(ran_project) == before
 
@@ -103,7 +103,7 @@ def test_a_comma_separated_string_is_refused_clearly(project):
 def test_order_by_naming_a_missing_column_is_a_config_error(project):
     _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
     r = medallion("run", "all", "-C", project)  # first run: found in the output, before silver writes
-    assert_clean_error(r, ExitCode.USAGE, "silver_events.yml", "order_by of layer 'silver' names column 'nosuch'")
+    assert_clean_error(r, ExitCode.USAGE, "silver_events.yml", "order_by of layer 'silver_events' names column 'nosuch'")
     assert versions(project)["silver_events"] is None
     _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: nosuch", "order_by: [updated_at, _ingested_at]")
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
@@ -121,20 +121,22 @@ def test_check_finds_key_partition_and_order_columns_the_output_lacks(project):
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE, r
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
-    assert set(failed) == {"silver", "gold"}, failed
-    assert "keys of layer 'silver' names column 'nokey'" in failed["silver"]
-    assert "partition_by of layer 'gold' names column 'nopart'" in failed["gold"]
+    assert set(failed) == {"silver_events", "gold_daily_sales"}, failed
+    assert "keys of layer 'silver_events' names column 'nokey'" in failed["silver_events"]
+    assert "partition_by of layer 'gold_daily_sales' names column 'nopart'" in failed["gold_daily_sales"]
     _edit(project / "conf" / "pipelines" / "silver_events.yml", "keys: [event_id, nokey]", "keys: [event_id]")
     r = medallion("check", "-C", project, "--json")
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
-    assert "order_by of layer 'silver' names column 'noorder'" in failed["silver"]
+    assert "order_by of layer 'silver_events' names column 'noorder'" in failed["silver_events"]
 
 
 def test_a_layer_listed_twice_is_named(project):
-    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [bronze, silver, silver, gold")
+    # medallion.layers is optional now (display order only); a kept list is still checked.
+    _edit(project / "conf" / "project.yml", "\nmedallion:\n",
+          "\nmedallion:\n  layers: [bronze_events, silver_events, silver_events, gold_daily_sales]\n")
     for args in (["run", "all"], ["check"]):
         r = medallion(*args, "-C", project)
-        assert_clean_error(r, ExitCode.USAGE, "layer 'silver' is listed more than once in medallion.layers")
+        assert_clean_error(r, ExitCode.USAGE, "layer 'silver_events' is listed more than once in medallion.layers")
 
 
 def test_two_layers_writing_one_table_are_named(project):
@@ -142,10 +144,10 @@ def test_two_layers_writing_one_table_are_named(project):
 
     shutil.copy(project / "conf" / "pipelines" / "gold_daily_sales.yml", project / "conf" / "pipelines" / "gold2.yml")
     shutil.copy(project / "pipelines" / "gold_daily_sales.py", project / "pipelines" / "gold2.py")
-    _edit(project / "conf" / "project.yml", "layers: [bronze, silver, gold", "layers: [bronze, silver, gold, gold2")
+    # Pipelines are discovered from conf/pipelines/: the copy takes part without being listed.
     for args in (["run", "all"], ["check"]):
         r = medallion(*args, "-C", project)
-        assert_clean_error(r, ExitCode.USAGE, "layers 'gold' and 'gold2' both write table 'gold_daily_sales'")
+        assert_clean_error(r, ExitCode.USAGE, "layers 'gold2' and 'gold_daily_sales' both write table 'gold_daily_sales'")
 
 
 def _run_process(project, *args, preexec_fn=None, prefix=()):
@@ -242,6 +244,6 @@ def test_sys_exit_at_import_of_a_pipeline_module_is_reported_by_check(project):
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE, r
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
-    assert failed == {"gold": "gold_daily_sales.py fails to import: SystemExit: 3"}, failed
+    assert failed == {"gold_daily_sales": "gold_daily_sales.py fails to import: SystemExit: 3"}, failed
     r = medallion("run", "all", "-C", project, "--set", "rolling_window_days=3")
     assert_clean_error(r, ExitCode.RUN_FAILED, "sys.exit(3)")

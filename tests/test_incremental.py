@@ -56,11 +56,11 @@ def test_incremental_runs_equal_a_full_recompute(empty_project, tmp_path):
         r = medallion("run", "all", "-C", empty_project, "--json")
         assert r.exit_code == 0, r
         layers = {l["layer"]: l for l in json.loads(r.stdout)["layers"]}
-        assert layers["bronze"]["files_skipped"] == len(list(landing.glob("batch_*"))) - (2 if i == 2 else 1)
+        assert layers["bronze_events"]["files_skipped"] == len(list(landing.glob("batch_*"))) - (2 if i == 2 else 1)
         if i > 0:
-            assert layers["silver"]["kind"] == "incremental"
-            assert layers["gold"]["kind"] == "incremental"
-            assert layers["gold"]["mode"] == "replace"
+            assert layers["silver_events"]["kind"] == "incremental"
+            assert layers["gold_daily_sales"]["kind"] == "incremental"
+            assert layers["gold_daily_sales"]["mode"] == "replace"
         assert_same_as_full(empty_project, tmp_path)
 
 
@@ -89,7 +89,7 @@ def test_a_file_rewritten_in_place_is_ingested_again(ran_project):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     r = medallion("run", "all", "-C", ran_project, "--json")
     assert r.exit_code == 0, r
-    bronze = json.loads(r.stdout)["layers"][0]
+    bronze = {l["table"]: l for l in json.loads(r.stdout)["layers"]}["bronze_events"]
     assert bronze["source_files"] == 1 and "re-ingesting changed file(s): fix.csv" in bronze["warnings"]
     silver = read(ran_project, "silver_events").filter(pl.col("event_id") == "fix-1")
     assert silver["amount"].to_list() == [2.0]
@@ -97,7 +97,7 @@ def test_a_file_rewritten_in_place_is_ingested_again(ran_project):
 
 def test_backfill_window_does_not_move_the_watermark(ran_project):
     before = medallion("watermark", "show", "silver_events", "-C", ran_project, "--json")
-    r = medallion("run", "silver", "-C", ran_project, "--since", "2020-01-01", "--until", "2099-01-01", "--json")
+    r = medallion("run", "silver_events", "-C", ran_project, "--since", "2020-01-01", "--until", "2099-01-01", "--json")
     assert r.exit_code == 0, r
     layer = json.loads(r.stdout)["layers"][0]
     assert layer["kind"] == "backfill" and layer["rows_in"] == 94
@@ -113,7 +113,7 @@ def test_since_until_accept_iso_and_relative_forms(ran_project, since, until):
         args += ["--until", until]
     r = medallion(*args)
     assert r.exit_code == 0, r
-    assert json.loads(r.stdout)["plan"][0]["kind"] == "backfill"
+    assert {p["table"]: p for p in json.loads(r.stdout)["plan"]}["silver_events"]["kind"] == "backfill"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -132,11 +132,13 @@ def test_plan_prints_windows_and_changes_nothing(ran_project):
     r = medallion("run", "all", "-C", ran_project, "--plan", "--json")
     assert r.exit_code == 0, r
     plan = {p["layer"]: p for p in json.loads(r.stdout)["plan"]}
-    assert plan["bronze"]["files_new"] == 1 and plan["bronze"]["source_rows"] == 1
+    assert plan["bronze_events"]["files_new"] == 1 and plan["bronze_events"]["source_rows"] == 1
     # silver and gold read what bronze and silver write in this same run
-    assert plan["silver"]["kind"] == plan["gold"]["kind"] == "pending"
-    assert plan["silver"]["window"] == "what bronze writes to bronze_events in this run"
-    assert plan["gold"]["write_mode"] == "replace"
+    assert plan["silver_events"]["kind"] == plan["gold_daily_sales"]["kind"] == "pending"
+    assert plan["silver_events"]["window"] == "what bronze_events writes to bronze_events in this run"
+    assert plan["gold_daily_sales"]["write_mode"] == "replace"
+    # the customers feed has nothing new: its tables are planned as unchanged, not pending
+    assert plan["bronze_customers"]["files_new"] == 0 and plan["silver_customers"]["kind"] != "pending"
     assert DeltaTable(str(ran_project / "lake" / "bronze_events")).version() == 0
     r = medallion("run", "all", "-C", ran_project, "--plan")
     assert r.exit_code == 0 and "new and changed landing files" in r.stdout

@@ -168,7 +168,7 @@ def test_check_passes_on_a_fresh_project_and_names_problems(project):
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE
     failed = {c["layer"]: c["message"] for c in json.loads(r.stdout)["checks"] if not c["ok"]}
-    assert "missing_input" in failed["gold"] and "no schema 'SilverEvents'" in failed["silver"]
+    assert "missing_input" in failed["gold_daily_sales"] and "no schema 'SilverEvents'" in failed["silver_events"]
     (project / "conf" / "pipelines" / "bronze_events.yml").write_text("run: [unclosed\n")
     r = medallion("check", "-C", project)
     assert r.exit_code == ExitCode.USAGE and "invalid YAML" in r.stderr

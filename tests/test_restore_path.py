@@ -13,7 +13,7 @@ def test_restore_by_any_spelling_of_a_project_tables_path(ran_project, tmp_path,
     project = ran_project
     table = project / "lake" / "bronze_events"
     add_landing_file(project, "more.csv")
-    assert medallion("run", "bronze", "-C", project, "-q").exit_code == 0
+    assert medallion("run", "bronze_events", "-C", project, "-q").exit_code == 0
     link = tmp_path / "link-to-bronze"
     link.symlink_to(table)
     elsewhere = tmp_path / "elsewhere"
@@ -30,7 +30,7 @@ def test_restore_by_any_spelling_of_a_project_tables_path(ran_project, tmp_path,
         r = medallion("restore", spelling, "--version", str(version - 1), "--yes")
         assert r.exit_code == 0, (spelling, r)
         said = r.stderr
-        r = medallion("run", "bronze", "-C", project, "--json")
+        r = medallion("run", "bronze_events", "-C", project, "--json")
         layer = json.loads(r.stdout)["layers"][0]
         assert (layer["source_files"], layer["rows_out"]) == (1, 1), (spelling, layer)  # not every file again
         assert pl.read_delta(str(table)).height == 95, spelling

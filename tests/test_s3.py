@@ -43,8 +43,9 @@ def test_whole_flow_on_s3(s3_project, s3):
     add_landing_file(s3_project, "more.csv")
     runs.append(medallion("run", "all", "-C", s3_project, "--json"))
     layers = {l["layer"]: l for l in json.loads(runs[-1].stdout)["layers"]}
-    assert layers["bronze"]["source_files"] == 1 and layers["silver"]["kind"] == "incremental"
-    assert layers["gold"]["mode"] == "replace"
+    assert layers["bronze_events"]["source_files"] == 1 and layers["silver_events"]["kind"] == "incremental"
+    assert layers["gold_daily_sales"]["mode"] == "replace"
+    assert layers["bronze_customers"]["kind"] == "nothing"
     runs.append(medallion("history", "silver_events", "-C", s3_project, "--json"))
     assert [e["operation"] for e in json.loads(runs[-1].stdout)["history"]] == ["MERGE", "WRITE"]
     runs.append(medallion("watermark", "show", "-C", s3_project, "--json"))
@@ -52,7 +53,9 @@ def test_whole_flow_on_s3(s3_project, s3):
     runs.append(medallion("show", "gold_daily_sales", "-C", s3_project, "--json", "-n", "5"))
     assert len(json.loads(runs[-1].stdout)["rows"]) == 5
     runs.append(medallion("tables", "-C", s3_project, "--json"))
-    assert {t["uri"] for t in json.loads(runs[-1].stdout)["tables"]} == {f"{LAKE}/{t}" for t in ("bronze_events", "silver_events", "gold_daily_sales", "silver_events__quarantine")}
+    assert {t["uri"] for t in json.loads(runs[-1].stdout)["tables"]} == {f"{LAKE}/{t}" for t in (
+        "bronze_events", "silver_events", "gold_daily_sales", "silver_events__quarantine", "bronze_customers",
+        "silver_customers", "gold_sales_by_segment", "silver_customers__quarantine")}
     runs.append(medallion("quality", "silver_events", "-C", s3_project, "--json"))
     assert json.loads(runs[-1].stdout)["rows"] == 4
     assert all(r.exit_code == 0 for r in runs), outputs(*runs)
@@ -78,11 +81,11 @@ def test_landing_files_on_s3(s3_project, s3):
     cfg.write_text(cfg.read_text().replace("landing: data/landing/events", "landing: s3://lake-bucket/incoming"))
     r = medallion("run", "all", "-C", s3_project, "--json")
     assert r.exit_code == 0, r
-    bronze = json.loads(r.stdout)["layers"][0]
+    bronze = {l["table"]: l for l in json.loads(r.stdout)["layers"]}["bronze_events"]
     assert (bronze["source_files"], bronze["rows_out"]) == (3, 94)
     names = set(pl.read_delta(f"{LAKE}/bronze_events", storage_options=options(s3))["_source_file"])
     assert names == {"events_2024-01-01.csv", "events_2024-01-06.parquet", "events_2024-01-11.jsonl"}
-    r = medallion("run", "bronze", "-C", s3_project, "--json")
+    r = medallion("run", "bronze_events", "-C", s3_project, "--json")
     assert json.loads(r.stdout)["layers"][0]["kind"] == "nothing"
 
 

@@ -59,14 +59,14 @@ def test_restore_during_a_run_fails_or_waits_and_loses_no_row(ran_project):
         r = medallion("restore", "silver_events", "--version", "0", "--yes", "-C", project)
         assert time.perf_counter() - t0 < 10
         assert r.exit_code == ExitCode.CONFLICT, r
-        assert "layer 'silver' is being run by run " in r.stderr and f"(pid {run.proc.pid} " in r.stderr, r
+        assert "layer 'silver_events' is being run by run " in r.stderr and f"(pid {run.proc.pid} " in r.stderr, r
         assert "--wait" in r.stderr and "Traceback" not in r.stderr
         # Every other command that changes silver or its state is refused the same way.
-        for args in (("optimize", "silver", "--yes"), ("vacuum", "silver", "--yes"),
-                     ("watermark", "set", "silver", "2024-01-01", "--yes"), ("watermark", "repair")):
+        for args in (("optimize", "silver_events", "--yes"), ("vacuum", "silver_events", "--yes"),
+                     ("watermark", "set", "silver_events", "2024-01-01", "--yes"), ("watermark", "repair")):
             r = medallion(*args, "-C", project)
             assert r.exit_code == ExitCode.CONFLICT, (args, r)
-            assert "layer 'silver' is being run by run " in r.stderr, (args, r)
+            assert "layer 'silver_events' is being run by run " in r.stderr, (args, r)
         # A dry run changes nothing and needs no lock.
         assert medallion("restore", "silver_events", "--version", "0", "--dry-run", "-C", project).exit_code == 0
         # --wait queues behind the run, then restores.
@@ -90,7 +90,7 @@ def test_watermark_reset_during_a_run_is_refused_or_waits_and_sticks(ran_project
     try:
         r = medallion("watermark", "reset", "silver_events", "--yes", "-C", project)
         assert r.exit_code == ExitCode.CONFLICT, r
-        assert f"layer 'silver' is being run by run " in r.stderr and "Traceback" not in r.stderr
+        assert f"layer 'silver_events' is being run by run " in r.stderr and "Traceback" not in r.stderr
         r = medallion("watermark", "reset", "silver_events", "--yes", "--wait", "-C", project)
         assert r.exit_code == 0, r
     finally:
@@ -98,16 +98,16 @@ def test_watermark_reset_during_a_run_is_refused_or_waits_and_sticks(ran_project
     r = medallion("watermark", "show", "silver_events", "-C", project, "--json")
     (mark,) = json.loads(r.stdout)["watermarks"]
     assert mark["value"] is None  # the run's commit did not bring the old value back
-    r = medallion("run", "silver", "-C", project, "--json")
+    r = medallion("run", "silver_events", "-C", project, "--json")
     assert json.loads(r.stdout)["layers"][0]["kind"] == "full"
 
 
 def test_a_command_holding_a_layer_is_named_to_a_run(ran_project):
     from medallion_cli.locks import layer_locks
 
-    with layer_locks(ran_project / ".medallion" / "locks", ["silver", "gold"], run_id="x",
+    with layer_locks(ran_project / ".medallion" / "locks", ["silver_events", "gold_daily_sales"], run_id="x",
                      command="medallion restore silver_events"):
-        r = medallion("run", "gold", "-C", ran_project)
+        r = medallion("run", "gold_daily_sales", "-C", ran_project)
     assert r.exit_code == ExitCode.CONFLICT, r
-    assert "layer 'gold' is being run by `medallion restore silver_events` (pid " in r.stderr, r
-    assert medallion("run", "gold", "-C", ran_project, "-q").exit_code == 0  # released
+    assert "layer 'gold_daily_sales' is being run by `medallion restore silver_events` (pid " in r.stderr, r
+    assert medallion("run", "gold_daily_sales", "-C", ran_project, "-q").exit_code == 0  # released

@@ -23,10 +23,10 @@ def corrupt(state: Path, kind: str) -> bytes:
 def test_corrupt_state_file_is_named_and_repaired_from_the_delta_logs(ran_project, kind):
     project = ran_project
     state = project / ".medallion" / "state.duckdb"
-    before = {w["table"]: w["value"] for w in json.loads(medallion("watermark", "show", "-C", project, "--json").stdout)["watermarks"]}
+    before = {(w["table"], w["input"]): w["value"] for w in json.loads(medallion("watermark", "show", "-C", project, "--json").stdout)["watermarks"]}
     bad = corrupt(state, kind)
 
-    for args in (("watermark", "show"), ("run", "all"), ("watermark", "repair", "--dry-run"), ("watermark", "reset", "silver", "--yes")):
+    for args in (("watermark", "show"), ("run", "all"), ("watermark", "repair", "--dry-run"), ("watermark", "reset", "silver_events", "--yes")):
         r = medallion(*args, "-C", project)
         assert r.exit_code == ExitCode.USAGE, (args, r)
         lines = r.stderr.strip().splitlines()
@@ -40,13 +40,14 @@ def test_corrupt_state_file_is_named_and_repaired_from_the_delta_logs(ran_projec
     assert moved.parent == state.parent and moved.name.startswith("state.duckdb.corrupt-")
     assert moved.read_bytes() == bad  # kept for inspection, untouched
     assert str(moved) in r.stderr
-    after = {w["table"]: w["value"] for w in json.loads(medallion("watermark", "show", "-C", project, "--json").stdout)["watermarks"]}
+    after = {(w["table"], w["input"]): w["value"] for w in json.loads(medallion("watermark", "show", "-C", project, "--json").stdout)["watermarks"]}
     assert after == before
 
     # The rebuilt state knows what was ingested: nothing is loaded twice.
     r = medallion("run", "all", "-C", project, "--json")
     assert r.exit_code == 0, r
-    assert [layer["kind"] for layer in json.loads(r.stdout)["layers"]][0] == "nothing"
+    kinds = {layer["table"]: layer["kind"] for layer in json.loads(r.stdout)["layers"]}
+    assert kinds["bronze_events"] == kinds["bronze_customers"] == "nothing", kinds
     assert pl.read_delta(str(project / "lake" / "bronze_events")).height == 94
     # A healthy file is left alone.
     r = medallion("watermark", "repair", "-C", project, "--json")

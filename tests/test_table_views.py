@@ -51,7 +51,7 @@ def test_as_of_before_the_table_existed_is_refused(ran_project):
 
     uri = str(ran_project / "lake" / "silver_events")
     version = DeltaTable(uri).version()
-    for args in (["show", "silver"], ["restore", "silver", "--yes"]):
+    for args in (["show", "silver_events"], ["restore", "silver_events", "--yes"]):
         r = medallion(*args, "-C", ran_project, "--as-of", "2001-01-01")
         assert_clean_error(r, ExitCode.USAGE, "silver_events did not exist at 2001-01-01T00:00:00Z: it was created at 20")
     assert DeltaTable(uri).version() == version
@@ -61,7 +61,10 @@ def test_as_of_before_the_table_existed_is_refused(ran_project):
 
 def test_quarantine_tables_are_project_tables(project):
     r = medallion("tables", "-C", project, "--json")
-    assert [t["table"] for t in json.loads(r.stdout)["tables"]] == ["bronze_events", "silver_events", "gold_daily_sales"]
+    assert [t["table"] for t in json.loads(r.stdout)["tables"]] == [
+        "bronze_customers", "bronze_events", "silver_customers", "silver_events",
+        "gold_daily_sales", "gold_sales_by_segment",
+    ]
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     r = medallion("tables", "-C", project, "--json")
     found = {t["table"]: t for t in json.loads(r.stdout)["tables"]}

@@ -151,21 +151,23 @@ def test_restore_puts_the_watermark_back_and_leaves_no_gap(ran_project, tmp_path
     r = medallion("restore", "silver_events", "-C", ran_project, "--version", "0", "--dry-run", "--json")
     plan = j(r)["plan"]
     assert plan["target_version"] == 0 and plan["watermark_then"] != plan["watermark_now"]
-    assert plan["downstream_resets"] == ["gold_daily_sales"]
+    assert plan["downstream_resets"] == ["gold_daily_sales", "gold_sales_by_segment"]  # both read silver_events
     assert "delta-rs does not roll app transactions back" in r.stderr
     assert DeltaTable(str(ran_project / "lake" / "silver_events")).version() == 1  # dry run changed nothing
     r = medallion("restore", "silver_events", "-C", ran_project, "--version", "0")
     assert r.exit_code == ExitCode.USAGE and "--yes" in r.stderr
     doc = j(medallion("restore", "silver_events", "-C", ran_project, "--version", "0", "--yes", "--json"))
     assert doc["new_version"] == 2
-    after = {w["table"]: w for w in j(medallion("watermark", "show", "-C", ran_project, "--json"))["watermarks"]}
-    assert after["silver_events"]["value"] == plan["watermark_then"] != marks["silver_events"]["value"]
-    assert after["gold_daily_sales"]["value"] is None
+    after = {(w["table"], w["input"]): w for w in j(medallion("watermark", "show", "-C", ran_project, "--json"))["watermarks"]}
+    assert after["silver_events", "bronze_events"]["value"] == plan["watermark_then"] != marks["silver_events"]["value"]
+    assert after["gold_daily_sales", "silver_events"]["value"] is None
+    assert after["gold_sales_by_segment", "silver_events"]["value"] is None
     assert "late-1" not in pl.read_delta(str(ran_project / "lake" / "silver_events"))["event_id"].to_list()
     # The next run re-reads what came after the restored version: no gap, no double load.
     r = medallion("run", "all", "-C", ran_project, "--json")
     layers = {l["layer"]: l for l in j(r)["layers"]}
-    assert layers["silver"]["rows_out"] == 1 and layers["gold"]["kind"] == "full"
+    assert layers["silver_events"]["rows_out"] == 1 and layers["gold_daily_sales"]["kind"] == "full"
+    assert layers["gold_sales_by_segment"]["kind"] == "full"
     silver = pl.read_delta(str(ran_project / "lake" / "silver_events"))
     assert "late-1" in silver["event_id"].to_list() and silver["event_id"].is_duplicated().sum() == 0
     r = medallion("watermark", "repair", "-C", ran_project, "--json")
@@ -174,9 +176,9 @@ def test_restore_puts_the_watermark_back_and_leaves_no_gap(ran_project, tmp_path
 
 def test_restore_of_bronze_forgets_the_later_files(ran_project):
     add_landing_file(ran_project, "more.csv")
-    assert medallion("run", "bronze", "-C", ran_project, "-q").exit_code == 0
+    assert medallion("run", "bronze_events", "-C", ran_project, "-q").exit_code == 0
     assert medallion("restore", "bronze_events", "-C", ran_project, "--version", "0", "--yes", "-q").exit_code == 0
-    r = medallion("run", "bronze", "-C", ran_project, "--json")
+    r = medallion("run", "bronze_events", "-C", ran_project, "--json")
     assert j(r)["layers"][0]["source_files"] == 1  # more.csv again, the other three not
     assert pl.read_delta(str(ran_project / "lake" / "bronze_events")).height == 95
 

@@ -320,11 +320,12 @@ def test_readme_backfill_example_selects_januarys_events_by_business_date(ran_pr
 
     r = medallion("run", "silver", "--since", "2024-01-01", "--until", "2024-02-01", "-C", ran_project, "--json")
     assert r.exit_code == 0, r
-    silver = json.loads(r.stdout)["layers"][0]
+    # `run silver` runs both silver tables; the events one backfills by business date.
+    silver = {l["table"]: l for l in json.loads(r.stdout)["layers"]}["silver_events"]
     assert silver["kind"] == "backfill" and "event_date in [2024-01-01" in silver["window"]
     assert silver["rows_in"] == 94  # every sample event is dated January 2024
     r = medallion("run", "silver", "--since", "2024-02-01", "-C", ran_project, "--json")
-    assert json.loads(r.stdout)["layers"][0]["rows_in"] == 0
+    assert {l["table"]: l for l in json.loads(r.stdout)["layers"]}["silver_events"]["rows_in"] == 0
 
 
 def test_watermark_set_refuses_values_the_source_has_not_reached(ran_project):
@@ -332,4 +333,4 @@ def test_watermark_set_refuses_values_the_source_has_not_reached(ran_project):
     assert r.exit_code == 2 and "silver_events is at version 0: 999 is beyond it" in r.stderr, r
     r = medallion("watermark", "set", "silver_events", "2999-01-01", "--yes", "-C", ran_project)
     assert r.exit_code == 2 and "is past the newest _ingested_at in bronze_events" in r.stderr, r
-    ok("watermark", "set", "gold", "0", "--yes", "-C", ran_project, "-q")
+    ok("watermark", "set", "gold_daily_sales", "0", "--yes", "-C", ran_project, "-q")

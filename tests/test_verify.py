@@ -49,10 +49,11 @@ def incremental_project(ran_project) -> Path:
 def test_equal_after_an_incremental_batch_and_live_lake_untouched(incremental_project, tmp_path):
     before = snapshot(incremental_project)
     scratch = tmp_path / "scratch"
-    r = medallion("verify", "silver", "gold", "-C", incremental_project, "--json", "--scratch", scratch)
+    # The events chain (`verify silver gold` would select the customers tables too).
+    r = medallion("verify", "silver_events", "gold_daily_sales", "-C", incremental_project, "--json", "--scratch", scratch)
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
-    assert doc["equal"] is True and doc["rebuilt"] == ["bronze", "silver", "gold"]
+    assert doc["equal"] is True and doc["rebuilt"] == ["bronze_events", "silver_events", "gold_daily_sales"]
     tables = by_table(doc)
     assert set(tables) == {"silver_events", "silver_events__quarantine", "gold_daily_sales"}
     for t in tables.values():
@@ -85,7 +86,7 @@ def test_tampered_silver_is_reported_and_exits_3(ran_project):
     assert "Traceback" not in r.stderr
     assert "error: 1 of 2 table(s) differ from a full recompute: silver_events has 1 missing, 0 extra, 1 changed" in r.stderr
     doc = json.loads(r.stdout)
-    assert doc["equal"] is False and doc["rebuilt"] == ["bronze", "silver"]
+    assert doc["equal"] is False and doc["rebuilt"] == ["bronze_events", "silver_events"]
     tables = by_table(doc)
     assert set(tables) == {"silver_events", "silver_events__quarantine"}  # gold is not compared
     silver = tables["silver_events"]
@@ -128,14 +129,15 @@ def test_keep_scratch_says_where(ran_project, tmp_path):
     [kept] = (tmp_path / "s").iterdir()
     assert f"scratch lake kept in {kept}" in r.stderr
     assert DeltaTable(str(kept / "lake" / "gold_daily_sales")).version() == 0
-    assert (kept / "state.duckdb").is_file() and (kept / "locks" / "gold.lock").is_file()
+    assert (kept / "state.duckdb").is_file() and (kept / "locks" / "gold_daily_sales.lock").is_file()
 
 
 def test_unknown_name_exits_2_listing_known_ones(project):
     r = medallion("verify", "silver", "platinum", "-C", project)
     assert r.exit_code == ExitCode.USAGE, r
     assert "unknown table or layer 'platinum'" in r.stderr
-    assert "bronze, silver, gold, bronze_events, silver_events, gold_daily_sales" in r.stderr
+    assert ("bronze, silver, gold, bronze_customers, bronze_events, silver_customers, silver_events, gold_daily_sales, "
+            "gold_sales_by_segment") in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -180,7 +182,7 @@ def test_s3_lake_with_a_local_scratch(s3, tmp_path):
         return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listing}
 
     before, state = objects(), (shop / ".medallion" / "state.duckdb").read_bytes()
-    r = medallion("verify", "silver", "gold", "-C", shop, "--json", "--scratch", tmp_path / "scratch")
+    r = medallion("verify", "silver_events", "gold_daily_sales", "-C", shop, "--json", "--scratch", tmp_path / "scratch")
     assert r.exit_code == 0, r
     tables = by_table(json.loads(r.stdout))
     assert set(tables) == {"silver_events", "silver_events__quarantine", "gold_daily_sales"}
@@ -193,13 +195,13 @@ def test_s3_lake_with_a_local_scratch(s3, tmp_path):
 def test_a_failing_recompute_exits_1_and_cleans_up(ran_project, tmp_path):
     # Landing files the live lake has not ingested are left out of the recompute; a
     # pipeline that now fails makes the recompute fail.
-    (ran_project / "data" / "landing" / "not-yet.csv").write_text("event_id\nx\n")
+    (ran_project / "data" / "landing" / "events" / "not-yet.csv").write_text("event_id\nx\n")
     module = ran_project / "pipelines" / "silver_events.py"
     module.write_text(module.read_text().replace(
         "    return normalized_events.select", '    raise ValueError("boom")\n    return normalized_events.select'))
     before = snapshot(ran_project)
     r = medallion("verify", "silver", "-C", ran_project, "--scratch", tmp_path / "s")
     assert r.exit_code == ExitCode.RUN_FAILED, r
-    assert "error: the recompute failed, nothing was compared: layer 'silver' failed: ValueError: boom" in r.stderr
+    assert "error: the recompute failed, nothing was compared: layer 'silver_events' failed: ValueError: boom" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     assert list((tmp_path / "s").iterdir()) == [] and snapshot(ran_project) == before
