@@ -11,6 +11,7 @@ import typer
 
 from medallion_cli import __version__
 from medallion_cli.cli import dag as dag_cmd
+from medallion_cli.cli import deploy as deploy_cmd
 from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
@@ -42,6 +43,7 @@ app.command("quality", epilog=EPILOG)(quality_cmd.quality)
 app.command("check", epilog=EPILOG)(quality_cmd.check)
 app.command("verify", epilog=EPILOG)(verify_cmd.verify)
 app.command("dag", epilog=EPILOG)(dag_cmd.dag)
+app.command("deploy", epilog=EPILOG)(deploy_cmd.deploy)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))
