@@ -79,7 +79,7 @@ def test_run_json_is_the_only_thing_on_stdout(ran_project):
     assert set(doc["layers"][0]) == {
         "layer", "table", "table_uri", "mode", "status", "rows_in", "rows_out", "version", "operation",
         "duration_s", "metrics", "source_files", "warnings", "error", "kind", "window", "watermark_before",
-        "watermark_after", "files_skipped", "quality",
+        "watermark_after", "files_skipped", "quality", "attempts",
     }
     assert doc["started_at"].endswith("Z")
 

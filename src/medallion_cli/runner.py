@@ -25,7 +25,7 @@ from medallion_cli import __version__
 from medallion_cli.errors import MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
 from medallion_cli.checks import preflight_targets
-from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
+from medallion_cli.flow import load_flowerpower, resolve_exceptions, run_dag, validate_executor, with_retries
 from medallion_cli.graph import project_graph
 from medallion_cli.incremental import LayerPlan, Window, plan_layer, snapshot_app_id
 from medallion_cli.locks import layer_lock
@@ -65,6 +65,7 @@ class LayerResult:
     watermark_after: str | None = None
     files_skipped: int | None = None
     quality: Any = None  # quality.QualityReport (asdict() turns it into JSON-ready data)
+    attempts: int = 0  # times the DAG ran: 0 it did not run, >1 retried (the pipeline's medallion.retry)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -305,6 +306,8 @@ def run_project(
     executor = validate_executor(options.executor)
     for layer in layers:
         validate_executor(layer.executor)
+        if layer.retry is not None:  # unknown exception names fail before any table runs
+            resolve_exceptions(layer.retry, root=project.root, where=str(layer.config_path))
 
     started = datetime.now(timezone.utc)
     run_id = new_run_id(started)
@@ -328,6 +331,7 @@ def run_project(
         layer = by_table[outcome.name]
         if outcome.status == FAILED:
             result = _failed_result(project, layer, outcome.error, outcome.duration_s)
+            result = replace(result, attempts=getattr(outcome.error, "attempts", ctx.attempts.get(layer.name, 0)))
         elif outcome.status == SKIPPED:
             result = _skipped_result(project, layer, outcome)
         else:
@@ -427,6 +431,7 @@ class _Context:
     options: RunOptions
     executor: str | None
     _fp: Any = field(default=None, repr=False)
+    attempts: dict[str, int] = field(default_factory=dict)  # per layer: times its DAG ran
     _fp_lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -507,19 +512,26 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         ctx.fp_project = load_flowerpower(project.root)
     inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
                    "run_started_at": plan.started_at})
-    value = run_dag(
-        ctx.fp_project,
-        layer=layer.name,
-        output=layer.output,
-        inputs=inputs,
-        executor=ctx.executor or layer.executor,
-        pipelines_dir=project.root / "pipelines",
-    )
-    try:
-        df, rows_in = _collect(value, plan.source, layer)
-    except PipelineError:
-        _raise_landing_diagnosis(project, plan)
-        raise
+
+    def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
+        value = run_dag(
+            ctx.fp_project,
+            layer=layer.name,
+            output=layer.output,
+            inputs=inputs,
+            executor=ctx.executor or layer.executor,
+            pipelines_dir=project.root / "pipelines",
+        )
+        try:
+            return _collect(value, plan.source, layer)
+        except PipelineError:
+            _raise_landing_diagnosis(project, plan)
+            raise
+
+    (df, rows_in), attempts, retried = with_retries(compute, layer.retry, root=project.root, where=str(layer.config_path),
+                                                    layer=layer.name)
+    ctx.attempts[layer.name] = attempts
+    warnings += retried
     if plan.output_filter is not None:
         df = df.filter(plan.output_filter)
     if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
@@ -579,7 +591,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     status = "written" if outcome.version is not None else "unchanged"
     rows_out = outcome.rows if outcome.rows is not None else df.height
     result = _result(layer, uri, plan, status, outcome, rows_in, rows_out, time.perf_counter() - t_layer, warnings)
-    return replace(result, quality=report)
+    return replace(result, quality=report, attempts=attempts)
 
 
 def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str,
