@@ -162,6 +162,8 @@ def resolve_exceptions(retry: NodeRetry, *, root: Path, where: str) -> tuple[typ
         try:
             if not module:
                 cls = getattr(builtins, name)
+            elif module in sys.modules:  # imported already (tables of a run resolve from several threads)
+                cls = getattr(sys.modules[module], attr)
             else:
                 added = str(root) not in sys.path
                 if added:

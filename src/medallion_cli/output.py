@@ -132,6 +132,69 @@ class Output:
             console.print(table)
 
 
+    def run_progress(self) -> RunProgress:
+        """Live per-table progress of a run on stderr: only when stderr is a terminal and
+        narration is on (CI logs and pipes get the plain status lines only)."""
+        return RunProgress(self.err if not self.quiet and self.err.is_terminal else None)
+
+
+class RunProgress:
+    """One line per selected table (waiting, running with a spinner, then how it ended) and
+    its elapsed time, redrawn below the narration while the run goes; gone when it ends
+    (the summary table follows). Does nothing without a console."""
+
+    def __init__(self, console: Console | None) -> None:
+        self._console = console
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RunProgress:
+        if self._console is not None:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            class Spinner(SpinnerColumn):  # only for running tables
+                def render(self, task: Any) -> Any:
+                    return Text(" ") if not task.started else super().render(task)
+
+            self._progress = Progress(
+                Spinner(finished_text=" "),
+                TextColumn("{task.fields[status]:>9}"),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[detail]}", style="dim"),
+                console=self._console,
+                transient=True,
+                refresh_per_second=4,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def plan(self, tables: list[tuple[str, str]]) -> None:
+        """The selected tables, in run order: (layer, table) pairs."""
+        if self._progress is None:
+            return
+        for layer, table in tables:
+            self._tasks[table] = self._progress.add_task(f"{layer}: {table}", total=1, start=False,
+                                                         status="waiting", detail="")
+
+    def start(self, table: str) -> None:
+        if self._progress is not None and table in self._tasks:
+            self._progress.start_task(self._tasks[table])
+            self._progress.update(self._tasks[table], status="running")
+            self._progress.refresh()  # every state shows, even a table quicker than a redraw
+
+    def done(self, table: str, status: str, detail: str = "") -> None:
+        if self._progress is not None and table in self._tasks:
+            task = self._tasks[table]
+            self._progress.update(task, status=status, detail=detail, completed=1)
+            self._progress.stop_task(task)
+            self._progress.refresh()
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         from medallion_cli.timeparse import iso_utc

@@ -283,6 +283,7 @@ def run_project(
     options: RunOptions = RunOptions(),
     on_layer_start: Callable[[LayerConfig], None] | None = None,
     on_layer_done: Callable[[LayerResult], None] | None = None,
+    on_plan: Callable[[list[LayerConfig]], None] | None = None,
 ) -> RunResult:
     """Run the selected tables in dependency order, independent ones at the same time.
 
@@ -295,8 +296,9 @@ def run_project(
     failure. Raises :class:`RunFailedError` carrying the whole :class:`RunResult` (every
     selected table: succeeded, failed or skipped) when any table failed.
 
-    The callbacks are called from the calling thread, one at a time, as tables start and
-    finish (skipped tables included).
+    The callbacks are called from the calling thread, one at a time: ``on_plan`` once with
+    the selected tables in run order, then the others as tables start and finish (skipped
+    tables included).
     """
     from medallion_cli.scheduler import FAILED, SKIPPED, Outcome, run_graph
 
@@ -340,6 +342,8 @@ def run_project(
         if on_layer_done:
             on_layer_done(result)
 
+    if on_plan:
+        on_plan(layers)
     outcomes = run_graph(
         list(by_table), {t: graph.parents(t) for t in by_table}, work,
         threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,

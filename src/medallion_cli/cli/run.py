@@ -111,8 +111,11 @@ def run(
             yes=yes,
         )
 
+    progress = out.run_progress()  # live per-table lines on a terminal; nothing otherwise
+
     def started(layer) -> None:
         out.status("run", f"{layer.name} → {layer.target.table}")
+        progress.start(layer.target.table)
 
     def finished(layer) -> None:
         for warning in layer.warnings:
@@ -128,9 +131,12 @@ def run(
             rows = "-" if layer.rows_out is None else f"{layer.rows_out:,}"
             version = "no new version" if layer.version is None else f"version {layer.version}"
             out.status(layer.status, f"{layer.layer}: {layer.window}: {rows} rows, {version}, {layer.duration_s:.2f}s")
+        progress.done(layer.table, layer.status, "" if layer.rows_out is None else f"{layer.rows_out:,} rows")
 
     try:
-        result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished)
+        with progress:
+            result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished,
+                                 on_plan=lambda layers: progress.plan([(x.name, x.target.table) for x in layers]))
     except RunFailedError as exc:  # the summary of what ran, then the error (and --json) from cli.app.main
         if not json_mode and not quiet:
             out.err.print()
