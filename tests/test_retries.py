@@ -174,3 +174,16 @@ def test_bad_retry_settings_are_refused(project, retry, message):
     assert r.exit_code == ExitCode.USAGE, r
     assert message in r.stderr and "Traceback" not in r.stderr
     assert "run bronze" not in r.stderr  # refused before any table runs
+
+
+def test_check_resolves_the_retry_exceptions(project):
+    set_retry(project, 3, ["ConnectionError"])
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    [check] = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "retry"]
+    assert check["ok"] and check["layer"] == "bronze" and "ConnectionError" in check["message"]
+    set_retry(project, 3, ["hooks.nothing.Flaky"])  # appended last: this one wins
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == ExitCode.USAGE, r
+    [check] = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "retry"]
+    assert not check["ok"] and "hooks.nothing.Flaky" in check["message"]
