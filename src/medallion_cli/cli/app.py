@@ -14,6 +14,7 @@ from medallion_cli.cli import dag as dag_cmd
 from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
+from medallion_cli.cli import runs as runs_cmd
 from medallion_cli.cli import table as table_cmd
 from medallion_cli.cli import verify as verify_cmd
 from medallion_cli.cli import watermark as watermark_cmd
@@ -43,6 +44,8 @@ app.command("check", epilog=EPILOG)(quality_cmd.check)
 app.command("verify", epilog=EPILOG)(verify_cmd.verify)
 app.command("dag", epilog=EPILOG)(dag_cmd.dag)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
+app.add_typer(runs_cmd.app, name="runs", epilog=EPILOG)
+app.command("retry", epilog=EPILOG)(runs_cmd.retry)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))
 
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     real = sys.stdout, sys.stderr
     args = sys.argv[1:] if argv is None else argv
+    State.argv = list(args)
     debug = "--debug" in args or os.environ.get("MEDALLION_DEBUG", "").lower() in ("1", "true", "t", "yes", "y", "on")
     with _native_stderr_hidden(enabled=not debug) as stderr:
         sys.stdout, sys.stderr = ScrubbedStream(real[0]), ScrubbedStream(stderr or real[1])
