@@ -129,7 +129,15 @@ def execute(out, project, selection, options, *, json_mode: bool, quiet: bool, o
     from medallion_cli.runner import RunFailedError, run_project
     from medallion_cli.runrecords import Recorder, write_document
 
+    from medallion_cli.hooks import fire, load_hooks
+
+    hooks = load_hooks(project)  # a bad hook configuration stops the run before it starts
     recorder = Recorder(project, command, State.argv, retry_of=retry_of)
+
+    def notify(doc: dict) -> None:
+        for outcome in fire(project, doc, hooks):
+            if not outcome.ok:
+                out.warn(f"hook {outcome.hook.name} failed: {outcome.error} (the run's outcome is unchanged)")
 
     def started(layer) -> None:
         out.status("run", f"{layer.name} → {layer.target.table}")
@@ -158,9 +166,11 @@ def execute(out, project, selection, options, *, json_mode: bool, quiet: bool, o
         if not json_mode and not quiet:
             out.err.print()
             out.err.print(run_table(exc.result))
+        notify(exc.result.to_dict())
         raise
     if output_json is not None:
         write_document(result.to_dict(), output_json)
+    notify(result.to_dict())
     if result.storage_retries:
         out.warn(f"{result.storage_retries} transient object-store fault(s) were retried")
     if json_mode:
