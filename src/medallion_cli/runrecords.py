@@ -339,6 +339,7 @@ class Recorder:
         self._t0 = 0.0
         self._fd: int | None = None
         self._position = 0
+        self._order: dict[str, int] = {}
 
     def use_store(self, store: Any) -> None:
         """Write through ``store`` (the run's, whose connections its threads share)."""
@@ -358,6 +359,7 @@ class Recorder:
         fd = os.open(self.records.lock_dir / f"{self.run_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
         self._fd = fd
+        self._order = {name: i for i, name in enumerate(tables)}
         with self.records.store.connect() as con:
             con.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 'running', NULL, NULL, 0, ?)",
@@ -377,7 +379,8 @@ class Recorder:
         with self.records.store.connect() as con:
             con.execute(
                 """INSERT OR REPLACE INTO run_tables VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [self.run_id, self._position, result.table, result.layer, result.status, result.rows_in, result.rows_out,
+                # position: the table's place in run order (tables finish in any order)
+                [self.run_id, self._order.get(result.table, len(self._order) + self._position), result.table, result.layer, result.status, result.rows_in, result.rows_out,
                  quality.rows_invalid if quality else None, quality.rows_quarantined if quality else None,
                  quality.rows_dropped if quality else None, result.version, result.kind, result.window,
                  result.watermark_before, result.watermark_after, result.duration_s,
