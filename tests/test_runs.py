@@ -43,7 +43,7 @@ def set_project_yaml(project, **section):
 def test_a_run_is_recorded_per_table(ran_project):
     [run] = runs(ran_project)
     assert run["command"] == "run" and run["status"] == "succeeded"
-    assert run["tables"] == {"written": 3, "unchanged": 0, "failed": 0, "skipped": 0}
+    assert run["table_counts"] == {"written": 3, "unchanged": 0, "failed": 0, "skipped": 0}
     assert run["started_at"].endswith("Z") and run["ended_at"] >= run["started_at"]
     doc = show(ran_project, run["run_id"])
     assert doc["schema_version"] == 1 and doc["exit_code"] == 0
@@ -142,6 +142,7 @@ def test_a_killed_run_shows_as_interrupted_and_retry_finishes_it(ran_project):
     assert doc["status"] == "interrupted" and doc["ended_at"] is None
     assert doc["succeeded"] == ["bronze_events"] and doc["not_finished"] == ["silver_events", "gold_daily_sales"]
     assert not (ran_project / ".medallion" / "locks" / "runs" / f"{killed['run_id']}.lock").exists()
+    assert json.loads((ran_project / ".medallion" / "runs" / f"{killed['run_id']}.json").read_text()) == doc
     bronze = versions(ran_project)["bronze_events"]
     assert bronze == before["bronze_events"] + 1
 
@@ -251,3 +252,39 @@ def test_retention_prunes_old_records_and_artifacts(ran_project):
     set_project_yaml(ran_project, runs={"keep_runs": "many"})
     r = medallion("run", "gold", "-C", ran_project, "--quiet")
     assert r.exit_code == 2 and "medallion.runs.keep_runs must be a positive integer" in r.stderr, r
+
+
+def test_ctrl_c_is_recorded_as_interrupted(ran_project, tmp_path):
+    import signal
+    import time
+
+    add_landing_file(ran_project, "more.csv")
+    flag = tmp_path / "paused"
+    env = {**os.environ, "MEDALLION_TEST_PAUSE_AT": "silver:locked=30", "MEDALLION_TEST_PAUSE_FILE": str(flag),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project), "--threads", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a background shell may have left SIGINT ignored; Python then keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists()
+        [running, _] = runs(ran_project)  # seen from another process while it runs
+        assert running["status"] == "running"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Interrupted." in err, err
+    doc = show(ran_project, running["run_id"])
+    assert doc["status"] == "interrupted" and doc["exit_code"] == 130 and doc["ended_at"]
+    assert doc["succeeded"] == ["bronze_events"] and doc["not_finished"] == ["silver_events", "gold_daily_sales"]
+
+
+def test_runs_in_a_project_never_run(project):
+    assert runs(project) == []
+    assert not (project / ".medallion" / "state.duckdb").exists()
+    r = medallion("retry", "-C", project)
+    assert r.exit_code == 2 and "no run is recorded yet" in r.stderr, r

@@ -415,7 +415,7 @@ def runs_table(runs: list[dict]) -> Table:
     t = _plain_table("runs", ["run id", "command", "status", "started (UTC)", "time", "written", "unchanged", "failed",
                               "skipped", "error"])
     for r in runs:
-        n = r["tables"]
+        n = r["table_counts"]
         t.add_row(r["run_id"], r["command"], Text(r["status"], style=RUN_STATUS_STYLES.get(r["status"], "")),
                   r["started_at"].replace("T", " ")[:19], _seconds(r["duration_s"]), str(n["written"]),
                   str(n["unchanged"]), str(n["failed"]), str(n["skipped"]), r["error"] or "")

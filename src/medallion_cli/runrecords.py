@@ -126,6 +126,8 @@ class RunRecords:
     def reconcile(self) -> list[str]:
         """Mark ``running`` records of this host whose process is gone as ``interrupted``;
         return their ids. Records of other hosts cannot be checked and stay as they are."""
+        if not self.store.path.exists():  # nothing recorded yet: do not create the file for a read
+            return []
         host = socket.gethostname()
         with self.store.connect() as con:
             rows = con.execute("SELECT run_id, started_at FROM runs WHERE status = 'running' AND host = ?", [host]).fetchall()
@@ -139,6 +141,7 @@ class RunRecords:
                 )
         for run_id, _ in gone:
             (self.lock_dir / f"{run_id}.lock").unlink(missing_ok=True)
+            write_document(self.show(run_id), self.artifact_dir / f"{run_id}.json")
         return [run_id for run_id, _ in gone]
 
     def _alive(self, run_id: str) -> bool:
@@ -276,7 +279,7 @@ def _summary(run: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
         "started_at": iso_utc(run["started_at"]),
         "ended_at": iso_utc(run["ended_at"]) if run["ended_at"] else None,
         "duration_s": run["duration_s"],
-        "tables": {s: counts.get(s, 0) for s in TABLE_STATUSES},
+        "table_counts": {s: counts.get(s, 0) for s in TABLE_STATUSES},
         "error": run["error"]["message"] if run["error"] else None,
         "user": run["user_name"],
         "host": run["host"],
@@ -319,6 +322,12 @@ def document(run: dict[str, Any], tables: list[tuple]) -> dict[str, Any]:
         "not_finished": [t for t in planned if t not in done],
         "error": run["error"],
     }
+
+
+class Interrupted(MedallionError):
+    """What a record says of a command stopped by Ctrl-C."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class Recorder:
@@ -434,7 +443,7 @@ class Recorder:
                 return self.finish("failed", error=exc)
             if isinstance(exc, Exception):
                 return self.finish("failed", error=MedallionError(f"unexpected {type(exc).__name__}: {exc}"))
-            return self.finish("interrupted", error=MedallionError("interrupted"), exit_code=int(ExitCode.INTERRUPTED))
+            return self.finish("interrupted", error=Interrupted("interrupted (Ctrl-C)"))
         except BaseException:  # noqa: BLE001 - the state file may be what failed
             self._release()
             return None

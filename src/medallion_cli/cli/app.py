@@ -136,7 +136,13 @@ def _main(argv: list[str] | None) -> None:
 
     State.project_dir = None
     try:
-        app(args=argv, prog_name="medallion", standalone_mode=False)
+        code = app(args=argv, prog_name="medallion", standalone_mode=False)
+        # Without standalone mode Typer turns Ctrl-C (and typer.Exit) into a returned exit
+        # code instead of raising: a returned 130 was an interrupt, not a success.
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            if code == ExitCode.INTERRUPTED:
+                print("Interrupted.", file=sys.stderr)
+            sys.exit(code)
     except MedallionError as err:
         if State.debug:
             _print_traceback(err)
