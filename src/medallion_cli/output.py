@@ -464,3 +464,47 @@ def _cell(value: Any) -> str:
 
         return iso_utc(value)
     return str(value)
+
+
+RUN_STATUS_STYLES = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def runs_table(runs: list[dict]) -> Table:
+    """Recorded runs (summaries from RunRecords.list), newest first."""
+    t = _plain_table("runs", ["run id", "command", "status", "started (UTC)", "time", "written", "unchanged", "failed",
+                              "skipped", "error"])
+    for r in runs:
+        n = r["table_counts"]
+        t.add_row(r["run_id"], r["command"], Text(r["status"], style=RUN_STATUS_STYLES.get(r["status"], "")),
+                  r["started_at"].replace("T", " ")[:19], _seconds(r["duration_s"]), str(n["written"]),
+                  str(n["unchanged"]), str(n["failed"]), str(n["skipped"]), r["error"] or "")
+    return t
+
+
+def run_record_tables(doc: dict) -> list[Table]:
+    """One recorded run (its document): who ran what, then one row per table."""
+    head = _plain_table(f"run {doc['run_id']}: {doc['status']}", ["field", "value"])
+    for key in ("command_line", "started_at", "ended_at", "duration_s", "user", "host", "medallion_version", "retry_of"):
+        if doc.get(key) is not None:
+            head.add_row(key, str(doc[key]))
+    if doc.get("error"):
+        head.add_row("error", doc["error"]["message"])
+    if doc.get("not_finished"):
+        head.add_row("not finished", ", ".join(doc["not_finished"]))
+    tables = [head]
+    if doc["layers"]:
+        t = _plain_table("tables", ["table", "status", "rows in", "rows out", "invalid", "version", "window",
+                                    "watermark after", "time", "error"])
+        for layer in doc["layers"]:
+            q = layer.get("quality") or {}
+            t.add_row(layer["table"], Text(layer["status"], style=STATUS_STYLES.get(layer["status"], "")),
+                      _num(layer["rows_in"]), _num(layer["rows_out"]), _num(q.get("rows_invalid")),
+                      "-" if layer["version"] is None else str(layer["version"]), layer.get("window") or "-",
+                      layer.get("watermark_after") or "-",
+                      "-" if layer["status"] == "skipped" else _seconds(layer["duration_s"]), layer.get("error") or "")
+        tables.append(t)
+    return tables

@@ -84,8 +84,13 @@ class RunResult:
     layers: tuple[LayerResult, ...]  # every selected table, in run order
     duration_s: float
     storage_retries: int = 0  # transient object-store faults retried by medallion
+    # The run record's document (runrecords.document) when the run was recorded: what
+    # to_dict() returns then, so that `run --json` prints what `runs show --json` prints.
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.document is not None:
+            return dict(self.document)
         return {
             "storage_retries": self.storage_retries,
             "run_id": self.run_id,
@@ -284,6 +289,7 @@ def run_project(
     on_layer_start: Callable[[LayerConfig], None] | None = None,
     on_layer_done: Callable[[LayerResult], None] | None = None,
     on_plan: Callable[[list[LayerConfig]], None] | None = None,
+    recorder: Any = None,
 ) -> RunResult:
     """Run the selected tables in dependency order, independent ones at the same time.
 
@@ -299,6 +305,11 @@ def run_project(
     The callbacks are called from the calling thread, one at a time: ``on_plan`` once with
     the selected tables in run order, then the others as tables start and finish (skipped
     tables included).
+
+    ``recorder`` (a :class:`runrecords.Recorder`, not started) records the run in the
+    state file: started once the selection is valid, each table as it finishes, ended with
+    the run's status; the result's (or the error's result's) ``to_dict()`` is then the run
+    document.
     """
     from medallion_cli.scheduler import FAILED, SKIPPED, Outcome, run_graph
 
@@ -318,6 +329,9 @@ def run_project(
     by_table = {layer.target.table: layer for layer in layers}
     graph = project_graph(project)
     results: dict[str, LayerResult] = {}
+    if recorder is not None:
+        recorder.use_store(ctx.store)
+        recorder.start(run_id, started, tables=list(by_table), options=_recorded_options(layer_names, options))
 
     def work(table: str) -> LayerResult:
         layer = by_table[table]
@@ -339,24 +353,56 @@ def run_project(
         else:
             result = outcome.value
         results[outcome.name] = result
+        if recorder is not None:
+            recorder.table(result)
         if on_layer_done:
             on_layer_done(result)
 
     if on_plan:
         on_plan(layers)
-    outcomes = run_graph(
-        list(by_table), {t: graph.parents(t) for t in by_table}, work,
-        threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
-        on_start=started_one, on_done=finished,
-    )
+    try:
+        outcomes = run_graph(
+            list(by_table), {t: graph.parents(t) for t in by_table}, work,
+            threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
+            on_start=started_one, on_done=finished,
+        )
+    except BaseException as exc:  # Ctrl-C or a bug: the record says so, the error goes on
+        if recorder is not None:
+            recorder.abandon(exc)
+        raise
     failures = [o for o in outcomes if o.status == FAILED]
     status = "failed" if failures else "succeeded"
     result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
                        time.perf_counter() - t0, _retries(project))
     if failures:
         # The first failure in run order, so that the exit code does not depend on timing.
-        raise RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]]) from failures[0].error
+        error = RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]])
+        if recorder is not None:
+            error.result = replace(result, document=recorder.finish("failed", error=error,
+                                                                    storage_retries=result.storage_retries))
+        raise error from failures[0].error
+    if recorder is not None:
+        result = replace(result, document=recorder.finish("succeeded", storage_retries=result.storage_retries))
     return result
+
+
+def _recorded_options(layer_names: Sequence[str] | SelectionSpec, options: RunOptions) -> dict[str, Any]:
+    """What ``medallion retry`` needs to run tables again as this run did (JSON-ready).
+    Overrides whose key names a secret are stored masked (retry refuses them)."""
+    from medallion_cli.storage import is_secret
+
+    selection = layer_names if isinstance(layer_names, SelectionSpec) else parse_selection(layer_names)
+    return {
+        "selectors": str(selection),
+        "overrides": {k: ("***" if is_secret(split_override_key(k)[1]) else v) for k, v in options.overrides.items()},
+        "executor": options.executor,
+        "since": iso_utc(options.window.since) if options.window.since else None,
+        "until": iso_utc(options.window.until) if options.window.until else None,
+        "full_refresh": options.full_refresh,
+        "quality_policy": options.quality_policy,
+        "threads": options.threads,
+        "fail_fast": options.fail_fast,
+    }
 
 
 def _retries(project: Project) -> int:
