@@ -75,11 +75,14 @@ def test_run_json_is_the_only_thing_on_stdout(ran_project):
     assert r.exit_code == 0, r
     doc = json.loads(r.stdout)
     assert set(doc) == {"run_id", "project", "started_at", "status", "duration_s", "medallion_version", "layers",
-                        "storage_retries", "succeeded", "failed", "skipped"}
+                        "storage_retries", "succeeded", "failed", "skipped",
+                        # the run record's (issue 12): `run --json` prints what `runs show --json` prints
+                        "schema_version", "command", "command_line", "exit_code", "ended_at", "user", "host", "pid",
+                        "retry_of", "selection", "tables", "not_finished", "error"}
     assert set(doc["layers"][0]) == {
         "layer", "table", "table_uri", "mode", "status", "rows_in", "rows_out", "version", "operation",
         "duration_s", "metrics", "source_files", "warnings", "error", "kind", "window", "watermark_before",
-        "watermark_after", "files_skipped", "quality",
+        "watermark_after", "files_skipped", "quality", "attempts",
     }
     assert doc["started_at"].endswith("Z")
 

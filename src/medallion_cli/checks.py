@@ -47,7 +47,21 @@ def check_project(root: Path) -> list[CheckResult]:
                                    f"unknown executor {layer.executor!r}: use one of {', '.join(EXECUTORS)}"))
         if layer.quality is not None:
             results.extend(_check_schemas(project, layer))
+        if layer.retry is not None:
+            results.append(_check_retry(project, layer))
     return results
+
+
+def _check_retry(project: Any, layer: Any) -> CheckResult:
+    """The exception types a pipeline's ``medallion.retry`` lists import as exception classes."""
+    from medallion_cli.flow import resolve_exceptions
+
+    try:
+        resolve_exceptions(layer.retry, root=project.root, where=str(layer.config_path))
+    except MedallionError as exc:
+        return CheckResult(layer.name, "retry", False, exc.message)
+    r = layer.retry
+    return CheckResult(layer.name, "retry", True, f"up to {r.max_attempts} attempts on {', '.join(r.retry_exceptions)}")
 
 
 def _check_dag(project: Any, layer: Any) -> tuple[CheckResult, Any]:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from medallion_cli.errors import PipelineError, UsageError
+from medallion_cli.errors import ConfigError, MedallionError, PipelineError, UsageError
+
+T = TypeVar("T")
 
 EXECUTORS = ("synchronous", "threadpool", "processpool")
 
@@ -96,6 +100,135 @@ def run_dag(
     if output not in result:
         raise PipelineError(f"layer {layer!r} returned no {output!r} node")
     return result[output]
+
+
+@dataclass(frozen=True)
+class NodeRetry:
+    """``medallion.retry`` of a pipeline: re-run its DAG (never a commit) when it raises one
+    of ``retry_exceptions``, with exponential backoff and jitter. Absent: no retries."""
+
+    max_attempts: int = 3
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    retry_exceptions: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "retry_exceptions": list(self.retry_exceptions)}
+
+
+NODE_RETRY_KEYS = ("max_attempts", "initial_delay_s", "max_delay_s", "retry_exceptions")
+
+
+def load_node_retry(value: Any, path: Path) -> NodeRetry | None:
+    """Parse a pipeline's ``medallion.retry`` (ConfigError, exit 2, when it is wrong)."""
+    if value is None:
+        return None
+    where = f"{path}: medallion.retry"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping", hint="e.g. `retry: {max_attempts: 3, retry_exceptions: [ConnectionError]}`")
+    unknown = sorted(set(value) - set(NODE_RETRY_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", hint=f"keys: {', '.join(NODE_RETRY_KEYS)}")
+    names = value.get("retry_exceptions")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"{where}.retry_exceptions must list the exception types to retry",
+                          hint="e.g. [ConnectionError, TimeoutError, mypkg.errors.Flaky]; other errors fail at once")
+    try:
+        retry = NodeRetry(
+            max_attempts=int(value.get("max_attempts", NodeRetry.max_attempts)),
+            initial_delay_s=float(value.get("initial_delay_s", NodeRetry.initial_delay_s)),
+            max_delay_s=float(value.get("max_delay_s", NodeRetry.max_delay_s)),
+            retry_exceptions=tuple(n.strip() for n in names),
+        )
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: max_attempts, initial_delay_s and max_delay_s must be numbers") from None
+    if retry.max_attempts < 1 or retry.initial_delay_s < 0 or retry.max_delay_s < 0:
+        raise ConfigError(f"{where} needs max_attempts >= 1 and delays >= 0")
+    return retry
+
+
+def resolve_exceptions(retry: NodeRetry, *, root: Path, where: str) -> tuple[type[BaseException], ...]:
+    """The classes ``retry_exceptions`` names: a builtin (``ConnectionError``) or a dotted
+    path importable from the project (``mypkg.errors.Flaky``)."""
+    import builtins
+    import importlib
+    import sys
+
+    found = []
+    for name in retry.retry_exceptions:
+        module, _, attr = name.rpartition(".")
+        try:
+            if not module:
+                cls = getattr(builtins, name)
+            elif module in sys.modules:  # imported already (tables of a run resolve from several threads)
+                cls = getattr(sys.modules[module], attr)
+            else:
+                added = str(root) not in sys.path
+                if added:
+                    sys.path.insert(0, str(root))
+                try:
+                    cls = getattr(importlib.import_module(module), attr)
+                finally:
+                    if added:
+                        sys.path.remove(str(root))
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{where}: medallion.retry.retry_exceptions: cannot find {name!r} ({exc})",
+                              hint="name a builtin exception (ConnectionError) or a dotted path importable from the project") from None
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise ConfigError(f"{where}: medallion.retry.retry_exceptions: {name!r} is not an exception class")
+        found.append(cls)
+    return tuple(found)
+
+
+def with_retries(compute: Callable[[], T], retry: NodeRetry | None, *, root: Path, where: str, layer: str
+                 ) -> tuple[T, int, list[str]]:
+    """Run ``compute`` (a DAG execution, never a commit); with ``retry``, run it again when
+    the error's cause is one of the listed exception types.
+
+    Returns the value, the number of attempts and one warning per retried failure. The
+    error of the last attempt is raised with ``attempts`` set on it.
+    """
+    if retry is None or retry.max_attempts == 1:
+        try:
+            return compute(), 1, []
+        except MedallionError as err:
+            err.attempts = 1  # type: ignore[attr-defined]
+            raise
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+    from medallion_cli.storage import backoff_wait
+
+    classes = resolve_exceptions(retry, root=root, where=where)
+    warnings: list[str] = []
+
+    dotted = set(retry.retry_exceptions)
+
+    def listed(exc: BaseException) -> bool:
+        cause = exc.__cause__ if isinstance(exc, MedallionError) else None
+        if cause is None:
+            return False
+        # by name too: a pipeline module reloaded for the run defines its classes anew
+        return isinstance(cause, classes) or any(f"{c.__module__}.{c.__qualname__}" in dotted for c in type(cause).__mro__)
+
+    def note(state: Any) -> None:
+        exc = state.outcome.exception()
+        warnings.append(f"attempt {state.attempt_number} of {retry.max_attempts} failed "
+                        f"({type(exc.__cause__).__name__}: {_first_line(exc.__cause__)}); "
+                        f"retried in {state.upcoming_sleep:.1f}s")
+
+    retrying = Retrying(retry=retry_if_exception(listed), stop=stop_after_attempt(retry.max_attempts),
+                        wait=backoff_wait(retry), before_sleep=note, reraise=True)
+    try:
+        value = retrying(compute)
+    except MedallionError as err:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        err.attempts = attempts  # type: ignore[attr-defined]
+        if attempts > 1:
+            err.message = err.message.replace(f"layer {layer!r} failed", f"layer {layer!r} failed after {attempts} attempts", 1)
+        raise
+    return value, retrying.statistics.get("attempt_number", 1), warnings
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -132,6 +132,69 @@ class Output:
             console.print(table)
 
 
+    def run_progress(self) -> RunProgress:
+        """Live per-table progress of a run on stderr: only when stderr is a terminal and
+        narration is on (CI logs and pipes get the plain status lines only)."""
+        return RunProgress(self.err if not self.quiet and self.err.is_terminal else None)
+
+
+class RunProgress:
+    """One line per selected table (waiting, running with a spinner, then how it ended) and
+    its elapsed time, redrawn below the narration while the run goes; gone when it ends
+    (the summary table follows). Does nothing without a console."""
+
+    def __init__(self, console: Console | None) -> None:
+        self._console = console
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RunProgress:
+        if self._console is not None:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            class Spinner(SpinnerColumn):  # only for running tables
+                def render(self, task: Any) -> Any:
+                    return Text(" ") if not task.started else super().render(task)
+
+            self._progress = Progress(
+                Spinner(finished_text=" "),
+                TextColumn("{task.fields[status]:>9}"),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[detail]}", style="dim"),
+                console=self._console,
+                transient=True,
+                refresh_per_second=4,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def plan(self, tables: list[tuple[str, str]]) -> None:
+        """The selected tables, in run order: (layer, table) pairs."""
+        if self._progress is None:
+            return
+        for layer, table in tables:
+            self._tasks[table] = self._progress.add_task(f"{layer}: {table}", total=1, start=False,
+                                                         status="waiting", detail="")
+
+    def start(self, table: str) -> None:
+        if self._progress is not None and table in self._tasks:
+            self._progress.start_task(self._tasks[table])
+            self._progress.update(self._tasks[table], status="running")
+            self._progress.refresh()  # every state shows, even a table quicker than a redraw
+
+    def done(self, table: str, status: str, detail: str = "") -> None:
+        if self._progress is not None and table in self._tasks:
+            task = self._tasks[table]
+            self._progress.update(task, status=status, detail=detail, completed=1)
+            self._progress.stop_task(task)
+            self._progress.refresh()
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         from medallion_cli.timeparse import iso_utc
@@ -401,3 +464,47 @@ def _cell(value: Any) -> str:
 
         return iso_utc(value)
     return str(value)
+
+
+RUN_STATUS_STYLES = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def runs_table(runs: list[dict]) -> Table:
+    """Recorded runs (summaries from RunRecords.list), newest first."""
+    t = _plain_table("runs", ["run id", "command", "status", "started (UTC)", "time", "written", "unchanged", "failed",
+                              "skipped", "error"])
+    for r in runs:
+        n = r["table_counts"]
+        t.add_row(r["run_id"], r["command"], Text(r["status"], style=RUN_STATUS_STYLES.get(r["status"], "")),
+                  r["started_at"].replace("T", " ")[:19], _seconds(r["duration_s"]), str(n["written"]),
+                  str(n["unchanged"]), str(n["failed"]), str(n["skipped"]), r["error"] or "")
+    return t
+
+
+def run_record_tables(doc: dict) -> list[Table]:
+    """One recorded run (its document): who ran what, then one row per table."""
+    head = _plain_table(f"run {doc['run_id']}: {doc['status']}", ["field", "value"])
+    for key in ("command_line", "started_at", "ended_at", "duration_s", "user", "host", "medallion_version", "retry_of"):
+        if doc.get(key) is not None:
+            head.add_row(key, str(doc[key]))
+    if doc.get("error"):
+        head.add_row("error", doc["error"]["message"])
+    if doc.get("not_finished"):
+        head.add_row("not finished", ", ".join(doc["not_finished"]))
+    tables = [head]
+    if doc["layers"]:
+        t = _plain_table("tables", ["table", "status", "rows in", "rows out", "invalid", "version", "window",
+                                    "watermark after", "time", "error"])
+        for layer in doc["layers"]:
+            q = layer.get("quality") or {}
+            t.add_row(layer["table"], Text(layer["status"], style=STATUS_STYLES.get(layer["status"], "")),
+                      _num(layer["rows_in"]), _num(layer["rows_out"]), _num(q.get("rows_invalid")),
+                      "-" if layer["version"] is None else str(layer["version"]), layer.get("window") or "-",
+                      layer.get("watermark_after") or "-",
+                      "-" if layer["status"] == "skipped" else _seconds(layer["duration_s"]), layer.get("error") or "")
+        tables.append(t)
+    return tables

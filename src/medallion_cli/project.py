@@ -153,6 +153,7 @@ class LayerConfig:
     quality: Any = None  # quality.QualityConfig
     layer_tag: str | None = None  # medallion.layer: the layer it belongs to (default: its name)
     snapshots: tuple[SnapshotInput, ...] = ()  # further inputs, read whole
+    retry: Any = None  # flow.NodeRetry: re-run the DAG on the listed exceptions (None: no retries)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -416,6 +417,9 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     from medallion_cli.quality import load_config as load_quality
 
     quality = load_quality(med.get("quality"), path)
+    from medallion_cli.flow import load_node_retry
+
+    retry = load_node_retry(med.get("retry"), path)
     return LayerConfig(
         name=name,
         config_path=path,
@@ -428,6 +432,7 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         quality=quality,
         layer_tag=_layer_tag(med.get("layer"), path),
         snapshots=snapshots,
+        retry=retry,
     )
 
 

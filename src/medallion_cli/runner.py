@@ -25,7 +25,7 @@ from medallion_cli import __version__
 from medallion_cli.errors import MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
 from medallion_cli.checks import preflight_targets
-from medallion_cli.flow import load_flowerpower, run_dag, validate_executor
+from medallion_cli.flow import load_flowerpower, resolve_exceptions, run_dag, validate_executor, with_retries
 from medallion_cli.graph import project_graph
 from medallion_cli.incremental import LayerPlan, Window, plan_layer, snapshot_app_id
 from medallion_cli.locks import layer_lock
@@ -65,6 +65,7 @@ class LayerResult:
     watermark_after: str | None = None
     files_skipped: int | None = None
     quality: Any = None  # quality.QualityReport (asdict() turns it into JSON-ready data)
+    attempts: int = 0  # times the DAG ran: 0 it did not run, >1 retried (the pipeline's medallion.retry)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,8 +84,13 @@ class RunResult:
     layers: tuple[LayerResult, ...]  # every selected table, in run order
     duration_s: float
     storage_retries: int = 0  # transient object-store faults retried by medallion
+    # The run record's document (runrecords.document) when the run was recorded: what
+    # to_dict() returns then, so that `run --json` prints what `runs show --json` prints.
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.document is not None:
+            return dict(self.document)
         return {
             "storage_retries": self.storage_retries,
             "run_id": self.run_id,
@@ -282,6 +288,8 @@ def run_project(
     options: RunOptions = RunOptions(),
     on_layer_start: Callable[[LayerConfig], None] | None = None,
     on_layer_done: Callable[[LayerResult], None] | None = None,
+    on_plan: Callable[[list[LayerConfig]], None] | None = None,
+    recorder: Any = None,
 ) -> RunResult:
     """Run the selected tables in dependency order, independent ones at the same time.
 
@@ -294,8 +302,14 @@ def run_project(
     failure. Raises :class:`RunFailedError` carrying the whole :class:`RunResult` (every
     selected table: succeeded, failed or skipped) when any table failed.
 
-    The callbacks are called from the calling thread, one at a time, as tables start and
-    finish (skipped tables included).
+    The callbacks are called from the calling thread, one at a time: ``on_plan`` once with
+    the selected tables in run order, then the others as tables start and finish (skipped
+    tables included).
+
+    ``recorder`` (a :class:`runrecords.Recorder`, not started) records the run in the
+    state file: started once the selection is valid, each table as it finishes, ended with
+    the run's status; the result's (or the error's result's) ``to_dict()`` is then the run
+    document.
     """
     from medallion_cli.scheduler import FAILED, SKIPPED, Outcome, run_graph
 
@@ -305,6 +319,8 @@ def run_project(
     executor = validate_executor(options.executor)
     for layer in layers:
         validate_executor(layer.executor)
+        if layer.retry is not None:  # unknown exception names fail before any table runs
+            resolve_exceptions(layer.retry, root=project.root, where=str(layer.config_path))
 
     started = datetime.now(timezone.utc)
     run_id = new_run_id(started)
@@ -313,6 +329,9 @@ def run_project(
     by_table = {layer.target.table: layer for layer in layers}
     graph = project_graph(project)
     results: dict[str, LayerResult] = {}
+    if recorder is not None:
+        recorder.use_store(ctx.store)
+        recorder.start(run_id, started, tables=list(by_table), options=_recorded_options(layer_names, options))
 
     def work(table: str) -> LayerResult:
         layer = by_table[table]
@@ -328,27 +347,62 @@ def run_project(
         layer = by_table[outcome.name]
         if outcome.status == FAILED:
             result = _failed_result(project, layer, outcome.error, outcome.duration_s)
+            result = replace(result, attempts=getattr(outcome.error, "attempts", ctx.attempts.get(layer.name, 0)))
         elif outcome.status == SKIPPED:
             result = _skipped_result(project, layer, outcome)
         else:
             result = outcome.value
         results[outcome.name] = result
+        if recorder is not None:
+            recorder.table(result)
         if on_layer_done:
             on_layer_done(result)
 
-    outcomes = run_graph(
-        list(by_table), {t: graph.parents(t) for t in by_table}, work,
-        threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
-        on_start=started_one, on_done=finished,
-    )
+    if on_plan:
+        on_plan(layers)
+    try:
+        outcomes = run_graph(
+            list(by_table), {t: graph.parents(t) for t in by_table}, work,
+            threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
+            on_start=started_one, on_done=finished,
+        )
+    except BaseException as exc:  # Ctrl-C or a bug: the record says so, the error goes on
+        if recorder is not None:
+            recorder.abandon(exc)
+        raise
     failures = [o for o in outcomes if o.status == FAILED]
     status = "failed" if failures else "succeeded"
     result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
                        time.perf_counter() - t0, _retries(project))
     if failures:
         # The first failure in run order, so that the exit code does not depend on timing.
-        raise RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]]) from failures[0].error
+        error = RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]])
+        if recorder is not None:
+            error.result = replace(result, document=recorder.finish("failed", error=error,
+                                                                    storage_retries=result.storage_retries))
+        raise error from failures[0].error
+    if recorder is not None:
+        result = replace(result, document=recorder.finish("succeeded", storage_retries=result.storage_retries))
     return result
+
+
+def _recorded_options(layer_names: Sequence[str] | SelectionSpec, options: RunOptions) -> dict[str, Any]:
+    """What ``medallion retry`` needs to run tables again as this run did (JSON-ready).
+    Overrides whose key names a secret are stored masked (retry refuses them)."""
+    from medallion_cli.storage import is_secret
+
+    selection = layer_names if isinstance(layer_names, SelectionSpec) else parse_selection(layer_names)
+    return {
+        "selectors": str(selection),
+        "overrides": {k: ("***" if is_secret(split_override_key(k)[1]) else v) for k, v in options.overrides.items()},
+        "executor": options.executor,
+        "since": iso_utc(options.window.since) if options.window.since else None,
+        "until": iso_utc(options.window.until) if options.window.until else None,
+        "full_refresh": options.full_refresh,
+        "quality_policy": options.quality_policy,
+        "threads": options.threads,
+        "fail_fast": options.fail_fast,
+    }
 
 
 def _retries(project: Project) -> int:
@@ -427,6 +481,7 @@ class _Context:
     options: RunOptions
     executor: str | None
     _fp: Any = field(default=None, repr=False)
+    attempts: dict[str, int] = field(default_factory=dict)  # per layer: times its DAG ran
     _fp_lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -507,19 +562,26 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         ctx.fp_project = load_flowerpower(project.root)
     inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
                    "run_started_at": plan.started_at})
-    value = run_dag(
-        ctx.fp_project,
-        layer=layer.name,
-        output=layer.output,
-        inputs=inputs,
-        executor=ctx.executor or layer.executor,
-        pipelines_dir=project.root / "pipelines",
-    )
-    try:
-        df, rows_in = _collect(value, plan.source, layer)
-    except PipelineError:
-        _raise_landing_diagnosis(project, plan)
-        raise
+
+    def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
+        value = run_dag(
+            ctx.fp_project,
+            layer=layer.name,
+            output=layer.output,
+            inputs=inputs,
+            executor=ctx.executor or layer.executor,
+            pipelines_dir=project.root / "pipelines",
+        )
+        try:
+            return _collect(value, plan.source, layer)
+        except PipelineError:
+            _raise_landing_diagnosis(project, plan)
+            raise
+
+    (df, rows_in), attempts, retried = with_retries(compute, layer.retry, root=project.root, where=str(layer.config_path),
+                                                    layer=layer.name)
+    ctx.attempts[layer.name] = attempts
+    warnings += retried
     if plan.output_filter is not None:
         df = df.filter(plan.output_filter)
     if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
@@ -579,7 +641,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     status = "written" if outcome.version is not None else "unchanged"
     rows_out = outcome.rows if outcome.rows is not None else df.height
     result = _result(layer, uri, plan, status, outcome, rows_in, rows_out, time.perf_counter() - t_layer, warnings)
-    return replace(result, quality=report)
+    return replace(result, quality=report, attempts=attempts)
 
 
 def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str,

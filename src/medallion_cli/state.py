@@ -20,7 +20,7 @@ from typing import Any
 from medallion_cli.errors import ConflictError, ExitCode, MedallionError
 from medallion_cli.timeparse import iso_utc as _iso
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: watermarks, history, ingested files; 2: + run records (runs, run_tables)
 
 # What DuckDB says about a file that is empty, cut short or not a database at all.
 _CORRUPT = ("not a valid duckdb database", "could not read enough bytes", "corrupt", "checksum")
@@ -85,6 +85,47 @@ _SCHEMA = (
         run_id TEXT,
         ingested_at TIMESTAMPTZ,
         PRIMARY KEY (table_name, path)
+    )""",
+    # Schema 2: run records (see runrecords.py). A version-1 file gains them on first use.
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT PRIMARY KEY,
+        command TEXT NOT NULL,
+        command_line TEXT,
+        options TEXT,
+        user_name TEXT,
+        host TEXT,
+        pid BIGINT,
+        medallion_version TEXT,
+        project TEXT,
+        started_at TIMESTAMPTZ NOT NULL,
+        ended_at TIMESTAMPTZ,
+        duration_s DOUBLE,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        error TEXT,
+        storage_retries BIGINT,
+        retry_of TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS run_tables (
+        run_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        table_name TEXT NOT NULL,
+        layer TEXT,
+        status TEXT NOT NULL,
+        rows_in BIGINT,
+        rows_out BIGINT,
+        rows_invalid BIGINT,
+        rows_quarantined BIGINT,
+        rows_dropped BIGINT,
+        delta_version BIGINT,
+        kind TEXT,
+        window_text TEXT,
+        watermark_before TEXT,
+        watermark_after TEXT,
+        duration_s DOUBLE,
+        error TEXT,
+        detail TEXT,
+        PRIMARY KEY (run_id, table_name)
     )""",
 )
 
@@ -207,9 +248,9 @@ class StateStore:
             return None
         try:
             with self.connect() as con:
-                con.execute("SELECT count(*) FROM watermarks").fetchall()
-                con.execute("SELECT count(*) FROM watermark_history").fetchall()
-                con.execute("SELECT count(*) FROM ingested_files").fetchall()
+                # Every row, not count(*): a count comes from metadata and misses a cut-off file.
+                for table in ("watermarks", "watermark_history", "ingested_files", "runs", "run_tables"):
+                    con.execute(f"SELECT * FROM {table}").fetchall()
             return None
         except StateCorruptError:
             pass
@@ -232,6 +273,9 @@ class StateStore:
         row = con.execute("SELECT value FROM medallion_meta WHERE key = 'schema_version'").fetchall()
         if not row:
             con.execute("INSERT INTO medallion_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        elif int(row[0][0]) < SCHEMA_VERSION:
+            # Every migration so far only adds tables (created above): record the new version.
+            con.execute("UPDATE medallion_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
         elif int(row[0][0]) > SCHEMA_VERSION:
             raise MedallionError(
                 f"the state file was written by a newer medallion (schema {row[0][0]} > {SCHEMA_VERSION})",

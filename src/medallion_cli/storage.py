@@ -3,7 +3,7 @@
 One place resolves storage options (the project's ``medallion.storage_options`` with
 ``${ENV}`` interpolation, the standard ``AWS_*`` variables, ``--storage-option``), hands
 each library the form it wants (delta-rs: strings; polars: typed; s3fs: keyword
-arguments), retries transient object-store faults with backoff and jitter, and masks
+arguments), retries transient object-store faults with backoff and jitter (tenacity), and masks
 secrets in anything medallion prints.
 """
 
@@ -285,34 +285,71 @@ class Storage:
         before any retry; when it says the write already landed, the call counts as done and
         returns ``None``. If it cannot tell, the write fails rather than risk a duplicate.
         """
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
+
         policy = self.retry
         start = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt() -> Any:
             try:
                 return fn()
             except MedallionError:
                 raise
-            except Exception as exc:  # classified below: transient faults are retried
+            except Exception as exc:
                 if done is not None and is_transient(exc) and self.call(done, what=f"checking whether {what} landed", uri=uri):
-                    self.recovered += 1
-                    return None
-                elapsed = time.monotonic() - start
-                delay = min(policy.max_delay_s, policy.initial_delay_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                if not is_transient(exc) or attempt >= policy.max_attempts or elapsed + delay > policy.budget_s:
-                    explained = explain(exc, uri=uri, storage=self) if uri else None
-                    if explained is not None:
-                        explained.message += f" (after {attempt} attempt(s) in {elapsed:.0f}s)" if attempt > 1 else ""
-                        raise explained from exc
-                    if is_transient(exc):
-                        raise StorageError(
-                            f"{what} failed after {attempt} attempt(s) in {elapsed:.0f}s: {first_line(exc)}",
-                            hint="the object store kept failing; check the endpoint and try again later, or raise medallion.retry.budget_s",
-                        ) from exc
-                    raise
-                self.retries += 1
-                time.sleep(delay)
+                    return _LANDED
+                raise
+
+        def counted(_state: Any) -> None:
+            self.retries += 1
+
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.budget_s),
+            wait=backoff_wait(policy),
+            before_sleep=counted,
+            sleep=time.sleep,
+            reraise=True,
+        )
+        try:
+            value = retrying(attempt)
+        except MedallionError:
+            raise
+        except Exception as exc:  # not transient, or retried for as long as the policy allows
+            attempts = retrying.statistics.get("attempt_number", 1)
+            elapsed = time.monotonic() - start
+            explained = explain(exc, uri=uri, storage=self) if uri else None
+            if explained is not None:
+                explained.message += f" (after {attempts} attempt(s) in {elapsed:.0f}s)" if attempts > 1 else ""
+                raise explained from exc
+            if is_transient(exc):
+                raise StorageError(
+                    f"{what} failed after {attempts} attempt(s) in {elapsed:.0f}s: {first_line(exc)}",
+                    hint="the object store kept failing; check the endpoint and try again later, or raise medallion.retry.budget_s",
+                ) from exc
+            raise
+        if value is _LANDED:
+            self.recovered += 1
+            return None
+        return value
+
+
+_LANDED = object()  # a write whose reply was lost, found in the log by its write id
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, Exception) and not isinstance(exc, MedallionError) and is_transient(exc)
+
+
+def backoff_wait(policy: Any) -> Callable[[Any], float]:
+    """A tenacity wait: after attempt n, min(max_delay_s, initial_delay_s * 2**(n-1)), scaled
+    by a random factor in [0.5, 1) so that concurrent writers spread out (``policy`` has
+    ``initial_delay_s`` and ``max_delay_s``)."""
+
+    def wait(state: Any) -> float:
+        return min(policy.max_delay_s, policy.initial_delay_s * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
+
+    return wait
 
 
 class StorageError(MedallionError):

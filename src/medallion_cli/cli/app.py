@@ -11,9 +11,11 @@ import typer
 
 from medallion_cli import __version__
 from medallion_cli.cli import dag as dag_cmd
+from medallion_cli.cli import deploy as deploy_cmd
 from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
+from medallion_cli.cli import runs as runs_cmd
 from medallion_cli.cli import table as table_cmd
 from medallion_cli.cli import verify as verify_cmd
 from medallion_cli.cli import watermark as watermark_cmd
@@ -42,7 +44,10 @@ app.command("quality", epilog=EPILOG)(quality_cmd.quality)
 app.command("check", epilog=EPILOG)(quality_cmd.check)
 app.command("verify", epilog=EPILOG)(verify_cmd.verify)
 app.command("dag", epilog=EPILOG)(dag_cmd.dag)
+app.command("deploy", epilog=EPILOG)(deploy_cmd.deploy)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
+app.add_typer(runs_cmd.app, name="runs", epilog=EPILOG)
+app.command("retry", epilog=EPILOG)(runs_cmd.retry)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))
 
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     real = sys.stdout, sys.stderr
     args = sys.argv[1:] if argv is None else argv
+    State.argv = list(args)
     debug = "--debug" in args or os.environ.get("MEDALLION_DEBUG", "").lower() in ("1", "true", "t", "yes", "y", "on")
     with _native_stderr_hidden(enabled=not debug) as stderr:
         sys.stdout, sys.stderr = ScrubbedStream(real[0]), ScrubbedStream(stderr or real[1])
@@ -132,7 +138,13 @@ def _main(argv: list[str] | None) -> None:
 
     State.project_dir = None
     try:
-        app(args=argv, prog_name="medallion", standalone_mode=False)
+        code = app(args=argv, prog_name="medallion", standalone_mode=False)
+        # Without standalone mode Typer turns Ctrl-C (and typer.Exit) into a returned exit
+        # code instead of raising: a returned 130 was an interrupt, not a success.
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            if code == ExitCode.INTERRUPTED:
+                print("Interrupted.", file=sys.stderr)
+            sys.exit(code)
     except MedallionError as err:
         if State.debug:
             _print_traceback(err)

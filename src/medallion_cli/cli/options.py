@@ -43,6 +43,7 @@ class State:
     debug: bool = False
     project_dir: Path | None = None  # -C/--project given before the command
     output: Output | None = None  # created by setup(); rich loads only when needed
+    argv: list[str] = []  # the command line after `medallion`, for run records
 
     @classmethod
     def get_output(cls) -> Output:

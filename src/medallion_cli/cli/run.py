@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -54,6 +55,12 @@ def run(
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no table after the first failure (running ones "
                                             "finish). Without it only the tables downstream of a failure are skipped.")] = False,
+    output_json: Annotated[
+        Path | None,
+        typer.Option("--output-json", help="Also write the run document (as `runs show --json` prints it) to this file, "
+                     "for CI artifacts. Always written to .medallion/runs/RUN_ID.json as well.",
+                     show_default=False, metavar="PATH"),
+    ] = None,
     yes: YesOpt = False,
     storage_option: StorageOpt = None,
     project_dir: ProjectOpt = None,
@@ -76,8 +83,8 @@ def run(
     medallion run silver --since 2024-01-01 --until 2024-02-01
     """
     from medallion_cli.incremental import Window
-    from medallion_cli.output import plan_table, run_table
-    from medallion_cli.runner import RunFailedError, RunOptions, count_rows, parse_overrides, plan_project, run_project
+    from medallion_cli.output import plan_table
+    from medallion_cli.runner import RunOptions, count_rows, parse_overrides, plan_project
     from medallion_cli.selection import parse_selection
 
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
@@ -111,8 +118,32 @@ def run(
             yes=yes,
         )
 
+    execute(out, project, selection, options, json_mode=json_mode, quiet=quiet, output_json=output_json)
+
+
+def execute(out, project, selection, options, *, json_mode: bool, quiet: bool, output_json: Path | None,
+            command: str = "run", retry_of: str | None = None) -> None:
+    """Run and record the selection, render it, write the run document (shared by retry)."""
+    from medallion_cli.cli.options import State
+    from medallion_cli.output import run_table
+    from medallion_cli.runner import RunFailedError, run_project
+    from medallion_cli.runrecords import Recorder, write_document
+
+    from medallion_cli.hooks import fire, load_hooks
+
+    hooks = load_hooks(project)  # a bad hook configuration stops the run before it starts
+    recorder = Recorder(project, command, State.argv, retry_of=retry_of)
+
+    def notify(doc: dict) -> None:
+        for outcome in fire(project, doc, hooks):
+            if not outcome.ok:
+                out.warn(f"hook {outcome.hook.name} failed: {outcome.error} (the run's outcome is unchanged)")
+
+    progress = out.run_progress()  # live per-table lines on a terminal; nothing otherwise
+
     def started(layer) -> None:
         out.status("run", layer.name if layer.name == layer.target.table else f"{layer.name} → {layer.target.table}")
+        progress.start(layer.target.table)
 
     def finished(layer) -> None:
         for warning in layer.warnings:
@@ -128,14 +159,24 @@ def run(
             rows = "-" if layer.rows_out is None else f"{layer.rows_out:,}"
             version = "no new version" if layer.version is None else f"version {layer.version}"
             out.status(layer.status, f"{layer.layer}: {layer.window}: {rows} rows, {version}, {layer.duration_s:.2f}s")
+        progress.done(layer.table, layer.status, "" if layer.rows_out is None else f"{layer.rows_out:,} rows")
 
     try:
-        result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished)
+        with progress:
+            result = run_project(project, selection, options=options, on_layer_start=started, on_layer_done=finished,
+                                 on_plan=lambda layers: progress.plan([(x.name, x.target.table) for x in layers]),
+                                 recorder=recorder)
     except RunFailedError as exc:  # the summary of what ran, then the error (and --json) from cli.app.main
+        if output_json is not None:
+            write_document(exc.result.to_dict(), output_json)
         if not json_mode and not quiet:
             out.err.print()
             out.err.print(run_table(exc.result))
+        notify(exc.result.to_dict())
         raise
+    if output_json is not None:
+        write_document(result.to_dict(), output_json)
+    notify(result.to_dict())
     if result.storage_retries:
         out.warn(f"{result.storage_retries} transient object-store fault(s) were retried")
     if json_mode:

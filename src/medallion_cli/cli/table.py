@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from medallion_cli.cli.runs import recorded
 from medallion_cli.cli.options import (DebugOpt, DryRunOpt, JsonOpt, ProjectOpt, QuietOpt, StorageOpt, WaitOpt, YesOpt, confirm,
                                        setup)
 
@@ -168,7 +169,8 @@ def restore(
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     ref, project = _changed_ref(table, project_dir, storage_option)
     layers = [] if dry_run else maintenance.layers_writing(project, ref, downstream=True)
-    with maintenance.serialized(project, layers, command=f"medallion restore {ref.name}", wait=float("inf") if wait else None):
+    with recorded(project, "restore", [ref.name]), \
+            maintenance.serialized(project, layers, command=f"medallion restore {ref.name}", wait=float("inf") if wait else None):
         _restore(out, project, ref, version=version, as_of=as_of, yes=yes, dry_run=dry_run, json_mode=json_mode)
 
 
@@ -213,7 +215,8 @@ def vacuum(
     out = setup(json_mode=json_mode, quiet=quiet, debug=debug)
     ref, project = _changed_ref(table, project_dir, storage_option)
     layers = maintenance.layers_writing(project, ref) if yes and not dry_run else []
-    with maintenance.serialized(project, layers, command=f"medallion vacuum {ref.name}", wait=float("inf") if wait else None):
+    with recorded(project, "vacuum", [ref.name]), \
+            maintenance.serialized(project, layers, command=f"medallion vacuum {ref.name}", wait=float("inf") if wait else None):
         _vacuum(out, ref, retention_hours=retention_hours, allow_short=allow_short, full=full, yes=yes,
                 dry_run=dry_run, json_mode=json_mode)
 
@@ -259,7 +262,8 @@ def optimize(
     ref, project = _changed_ref(table, project_dir, storage_option)
     cols = [c.strip() for c in z_order.split(",") if c.strip()] if z_order else None
     layers = [] if dry_run else maintenance.layers_writing(project, ref)
-    with maintenance.serialized(project, layers, command=f"medallion optimize {ref.name}", wait=float("inf") if wait else None):
+    with recorded(project, "optimize", [ref.name]), \
+            maintenance.serialized(project, layers, command=f"medallion optimize {ref.name}", wait=float("inf") if wait else None):
         _optimize(out, ref, cols=cols, target_size_mb=target_size_mb, yes=yes, dry_run=dry_run, json_mode=json_mode)
 
 

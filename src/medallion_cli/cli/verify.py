@@ -57,17 +57,21 @@ def verify(
         name = layer.name if layer.name == layer.target.table else f"{layer.name} → {layer.target.table}"
         out.status("rebuild", f"{name} (scratch)")
 
-    result = verify_project(project, names or [], exclude=exclude or [], tolerance=tolerance, scratch_parent=scratch,
-                            keep_scratch=keep_scratch, examples=examples, on_layer_start=started)
-    if result.scratch:
-        out.info(f"scratch lake kept in {result.scratch}")
-    out.report(result.to_dict(), verify_tables(result))
-    differing = result.differing
-    if differing:
-        first = differing[0]
-        raise QualityError(
-            f"{len(differing)} of {len(result.tables)} table(s) differ from a full recompute: {first.table} has "
-            f"{first.missing:,} missing, {first.extra:,} extra, {first.changed:,} changed row(s)",
-            hint="inspect the examples; `medallion run LAYER --full-refresh` rebuilds a table from the landing files",
-        )
-    out.status("equal", f"{len(result.tables)} table(s) equal a full recompute")
+    from medallion_cli.cli.runs import recorded
+
+    # Recorded with its outcome: exit 3 (a table differs) is a failed verify.
+    with recorded(project, "verify", options={"selectors": " ".join(names or []), "exclude": " ".join(exclude or [])}):
+        result = verify_project(project, names or [], exclude=exclude or [], tolerance=tolerance, scratch_parent=scratch,
+                                keep_scratch=keep_scratch, examples=examples, on_layer_start=started)
+        if result.scratch:
+            out.info(f"scratch lake kept in {result.scratch}")
+        out.report(result.to_dict(), verify_tables(result))
+        differing = result.differing
+        if differing:
+            first = differing[0]
+            raise QualityError(
+                f"{len(differing)} of {len(result.tables)} table(s) differ from a full recompute: {first.table} has "
+                f"{first.missing:,} missing, {first.extra:,} extra, {first.changed:,} changed row(s)",
+                hint="inspect the examples; `medallion run LAYER --full-refresh` rebuilds a table from the landing files",
+            )
+        out.status("equal", f"{len(result.tables)} table(s) equal a full recompute")

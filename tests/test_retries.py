@@ -1,0 +1,189 @@
+"""Retries: the object-store retry (tenacity) and a pipeline's node-level `medallion.retry`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from deltalake import DeltaTable
+
+from conftest import medallion
+from medallion_cli.errors import ExitCode, MedallionError
+from medallion_cli.storage import RetryPolicy, Storage, StorageError
+
+# -- storage retries ----------------------------------------------------------------------------
+
+
+class Flaky:
+    """Fails ``failures`` times with ``exc``, then returns ``"ok"``; counts its calls."""
+
+    def __init__(self, failures: int, exc: BaseException) -> None:
+        self.failures, self.exc, self.calls = failures, exc, 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc
+        return "ok"
+
+
+FAST = RetryPolicy(max_attempts=4, initial_delay_s=0.01, max_delay_s=0.02, budget_s=10)
+
+
+def test_storage_retries_transient_faults_and_counts_them():
+    storage = Storage(retry=FAST)
+    fn = Flaky(3, ConnectionError("connection reset by peer"))
+    assert storage.call(fn, what="reading x") == "ok"
+    assert fn.calls == 4 and storage.retries == 3
+
+
+def test_storage_gives_up_after_max_attempts():
+    storage = Storage(retry=FAST)
+    fn = Flaky(10, OSError("HTTP status 503 Service Unavailable"))
+    with pytest.raises(StorageError, match=r"reading x failed after 4 attempt\(s\)"):
+        storage.call(fn, what="reading x")
+    assert fn.calls == 4 and storage.retries == 3
+
+
+def test_storage_stops_before_the_budget_is_spent():
+    storage = Storage(retry=RetryPolicy(max_attempts=50, initial_delay_s=0.2, max_delay_s=0.2, budget_s=0.5))
+    fn = Flaky(100, TimeoutError("timed out"))
+    with pytest.raises(StorageError):
+        storage.call(fn, what="reading x")
+    assert 2 <= fn.calls <= 4  # about 0.5 s of 0.1-0.2 s waits, never past the budget
+
+
+@pytest.mark.parametrize("exc", [ValueError("schema mismatch"), PermissionError("access denied"),
+                                 MedallionError("refused by medallion")])
+def test_storage_does_not_retry_deterministic_errors(exc):
+    storage = Storage(retry=FAST)
+    fn = Flaky(10, exc)
+    with pytest.raises(type(exc)):
+        storage.call(fn, what="reading x")
+    assert fn.calls == 1 and storage.retries == 0
+
+
+def test_a_write_that_landed_is_not_retried():
+    storage = Storage(retry=FAST)
+    fn = Flaky(10, ConnectionError("connection reset by peer"))
+    assert storage.call(fn, what="writing x", done=lambda: True) is None
+    assert fn.calls == 1 and storage.recovered == 1 and storage.retries == 0
+
+
+# -- node-level retries of a pipeline's DAG ---------------------------------------------------
+
+RETRY_YAML = """
+  retry:
+    max_attempts: {attempts}
+    initial_delay_s: 0.01
+    max_delay_s: 0.05
+    retry_exceptions: {names}
+"""
+
+
+def flaky_bronze(project, calls, raises: list[str]) -> None:
+    """bronze_events raises ``raises[i]`` on call i (counted in ``calls``), then succeeds."""
+    module = project / "pipelines" / "bronze.py"
+    module.write_text(module.read_text().replace(
+        "    return landing.with_columns(",
+        f"    import pathlib\n"
+        f"    calls = pathlib.Path({str(calls)!r})\n"
+        f"    n = len(calls.read_text().splitlines()) if calls.exists() else 0\n"
+        f"    calls.write_text('call\\n' * (n + 1))\n"
+        f"    raises = {raises!r}\n"
+        f"    if n < len(raises):\n"
+        f"        if raises[n] == 'Flaky':\n"
+        f"            from hooks.flaky import Flaky\n"
+        f"            raise Flaky('the API hiccuped')\n"
+        f"        raise {{'ConnectionError': ConnectionError, 'ValueError': ValueError}}[raises[n]]('call %d failed' % n)\n"
+        f"    return landing.with_columns(",
+    ))
+    (project / "hooks" / "flaky.py").write_text("class Flaky(Exception):\n    pass\n")
+
+
+def set_retry(project, attempts: int, names: list[str]) -> None:
+    cfg = project / "conf" / "pipelines" / "bronze.yml"
+    cfg.write_text(cfg.read_text() + RETRY_YAML.format(attempts=attempts, names=json.dumps(names)))
+
+
+def test_dag_is_retried_on_listed_exceptions_and_commits_once(project, tmp_path):
+    calls = tmp_path / "calls.txt"
+    flaky_bronze(project, calls, ["ConnectionError", "Flaky"])
+    set_retry(project, 3, ["ConnectionError", "hooks.flaky.Flaky"])
+    r = medallion("run", "bronze", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    assert len(calls.read_text().splitlines()) == 3
+    [layer] = json.loads(r.stdout)["layers"]
+    assert layer["status"] == "written" and layer["attempts"] == 3
+    assert any("attempt 1 of 3 failed (ConnectionError: call 0 failed)" in w for w in layer["warnings"])
+    assert any("attempt 2 of 3 failed (Flaky: the API hiccuped)" in w for w in layer["warnings"])
+    dt = DeltaTable(str(project / "lake" / "bronze_events"))
+    assert dt.version() == 0 and dt.to_pyarrow_table().num_rows == layer["rows_out"]
+
+
+def test_an_exception_not_listed_is_not_retried(project, tmp_path):
+    calls = tmp_path / "calls.txt"
+    flaky_bronze(project, calls, ["ValueError"])
+    set_retry(project, 5, ["ConnectionError"])
+    r = medallion("run", "bronze", "-C", project, "--json")
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    assert len(calls.read_text().splitlines()) == 1
+    [layer] = json.loads(r.stdout)["layers"]
+    assert layer["status"] == "failed" and layer["attempts"] == 1
+    assert "ValueError: call 0 failed" in r.stderr and "attempts" not in r.stderr.split("error:")[1]
+
+
+def test_retries_run_out(project, tmp_path):
+    calls = tmp_path / "calls.txt"
+    flaky_bronze(project, calls, ["ConnectionError"] * 5)
+    set_retry(project, 2, ["ConnectionError"])
+    r = medallion("run", "bronze", "-C", project, "--json")
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    assert len(calls.read_text().splitlines()) == 2
+    assert "layer 'bronze' failed after 2 attempts: ConnectionError: call 1 failed" in r.stderr
+    assert json.loads(r.stdout)["layers"][0]["attempts"] == 2
+    assert not (project / "lake" / "bronze_events" / "_delta_log").exists()
+
+
+def test_no_retries_by_default(project, tmp_path):
+    calls = tmp_path / "calls.txt"
+    flaky_bronze(project, calls, ["ConnectionError"])
+    r = medallion("run", "all", "-C", project, "--json")
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    assert len(calls.read_text().splitlines()) == 1
+    doc = json.loads(r.stdout)
+    assert [(x["table"], x["attempts"]) for x in doc["layers"]] == [
+        ("bronze_events", 1), ("silver_events", 0), ("gold_daily_sales", 0)]  # the others were skipped
+    r = medallion("run", "all", "-C", project, "--json")  # the second call succeeds
+    assert r.exit_code == 0, r
+    assert [x["attempts"] for x in json.loads(r.stdout)["layers"]] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("retry, message", [
+    ("  retry: {max_attempts: 3}\n", "retry_exceptions must list"),
+    ("  retry: {max_attempts: 3, retry_exceptions: [ConnectionError], backoff: 2}\n", "unknown key 'backoff'"),
+    ("  retry: {max_attempts: 0, retry_exceptions: [ConnectionError]}\n", "max_attempts >= 1"),
+    ("  retry: {max_attempts: 2, retry_exceptions: [NoSuchError]}\n", "cannot find 'NoSuchError'"),
+    ("  retry: {max_attempts: 2, retry_exceptions: [hooks.nothing.Here]}\n", "cannot find 'hooks.nothing.Here'"),
+    ("  retry: {max_attempts: 2, retry_exceptions: [len]}\n", "'len' is not an exception class"),
+])
+def test_bad_retry_settings_are_refused(project, retry, message):
+    cfg = project / "conf" / "pipelines" / "bronze.yml"
+    cfg.write_text(cfg.read_text() + retry)
+    r = medallion("run", "bronze", "-C", project)
+    assert r.exit_code == ExitCode.USAGE, r
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert "run bronze" not in r.stderr  # refused before any table runs
+
+
+def test_check_resolves_the_retry_exceptions(project):
+    set_retry(project, 3, ["ConnectionError"])
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    [check] = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "retry"]
+    assert check["ok"] and check["layer"] == "bronze" and "ConnectionError" in check["message"]
+    set_retry(project, 3, ["hooks.nothing.Flaky"])  # appended last: this one wins
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == ExitCode.USAGE, r
+    [check] = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "retry"]
+    assert not check["ok"] and "hooks.nothing.Flaky" in check["message"]
