@@ -72,7 +72,7 @@ def test_webhooks_post_a_summary_of_a_failed_run(ran_project, receiver, monkeypa
         "on_finish": [{"webhook": "${SLACK_WEBHOOK_URL}", "format": "slack"}],
     })
     add_landing_file(ran_project, "more.csv")
-    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver:computed")
+    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver_events:computed")
     r = medallion("run", "all", "-C", ran_project, "--json")
     assert r.exit_code == 1, r
     doc = json.loads(r.stdout)
@@ -81,14 +81,15 @@ def test_webhooks_post_a_summary_of_a_failed_run(ran_project, receiver, monkeypa
     summary = json.loads(receiver.requests[0]["body"])
     assert summary["project"] == "shop" and summary["run_id"] == doc["run_id"] and summary["status"] == "failed"
     assert summary["exit_code"] == 1 and summary["command"] == "run"
-    assert summary["failed"] == [{"table": "silver_events", "error": "injected failure at silver:computed"}]
-    assert summary["skipped"] == ["gold_daily_sales"]
+    assert summary["failed"] == [{"table": "silver_events", "error": "injected failure at silver_events:computed"}]
+    assert summary["skipped"] == ["gold_daily_sales", "gold_sales_by_segment"]
     durations = {t["table"]: t["duration_s"] for t in summary["tables"]}
-    assert set(durations) == {"bronze_events", "silver_events", "gold_daily_sales"} and durations["bronze_events"] > 0
+    assert set(durations) == {"bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales",
+                              "gold_sales_by_segment"} and durations["bronze_events"] > 0
     assert summary["duration_s"] == doc["duration_s"]
     slack = json.loads(receiver.requests[1]["body"])
     assert set(slack) == {"text"}
-    assert doc["run_id"] in slack["text"] and "`silver_events` failed: injected failure at silver:computed" in slack["text"]
+    assert doc["run_id"] in slack["text"] and "`silver_events` failed: injected failure at silver_events:computed" in slack["text"]
     for q in receiver.requests:
         assert "do-not-send-this-secret" not in q["body"] and token not in q["body"]
     assert "warning" not in r.stderr
@@ -114,7 +115,7 @@ def test_a_hook_that_raises_or_hangs_is_a_warning(ran_project, receiver, monkeyp
         {"callable": "hooks.notify:boom"}, {"callable": "hooks.notify:hang"}, {"callable": "hooks.notify:leave"},
         {"webhook": "http://127.0.0.1:9/unreachable"}, {"webhook": "${NOT_SET_ANYWHERE}"}, failing]})
     if fail:
-        monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "gold:locked")
+        monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "gold_daily_sales:locked")
     t0 = time.monotonic()
     r = medallion("run", "all", "-C", ran_project)
     took = time.monotonic() - t0
@@ -130,7 +131,7 @@ def test_a_hook_that_raises_or_hangs_is_a_warning(ran_project, receiver, monkeyp
     assert len(receiver.requests) == 1  # the last hook ran after the others failed
     assert took < 4.5  # the hanging hook was not waited for
     if fail:
-        assert r.stderr.strip().splitlines()[-1] == "error: injected failure at gold:locked"
+        assert r.stderr.strip().splitlines()[-1] == "error: injected failure at gold_daily_sales:locked"
 
 
 def test_a_webhook_answering_an_error_is_a_warning_without_its_url(project, monkeypatch):

@@ -49,9 +49,10 @@ def test_progress_on_a_terminal(project):
     code, stdout, stderr = run_on_a_terminal(project, "--json")
     assert code == 0, stderr
     assert stdout.startswith("{")  # stdout stays data
-    for table in ("bronze: bronze_events", "silver: silver_events", "gold: gold_daily_sales"):
-        assert f"waiting {table}" in stderr and f"running {table}" in stderr
-    assert re.search(r"written bronze: bronze_events +0:00:0\d 94 rows", stderr)  # how it ended: elapsed, rows
+    for table in ("bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales",
+                  "gold_sales_by_segment"):
+        assert f"waiting {table} " in stderr and f"running {table} " in stderr
+    assert re.search(r"written bronze_events +0:00:0\d 94 rows", stderr)  # how it ended: elapsed, rows
     assert "-:--:--" in stderr  # a waiting table has no elapsed time yet
 
 

@@ -83,7 +83,7 @@ RETRY_YAML = """
 
 def flaky_bronze(project, calls, raises: list[str]) -> None:
     """bronze_events raises ``raises[i]`` on call i (counted in ``calls``), then succeeds."""
-    module = project / "pipelines" / "bronze.py"
+    module = project / "pipelines" / "bronze_events.py"
     module.write_text(module.read_text().replace(
         "    return landing.with_columns(",
         f"    import pathlib\n"
@@ -102,7 +102,7 @@ def flaky_bronze(project, calls, raises: list[str]) -> None:
 
 
 def set_retry(project, attempts: int, names: list[str]) -> None:
-    cfg = project / "conf" / "pipelines" / "bronze.yml"
+    cfg = project / "conf" / "pipelines" / "bronze_events.yml"
     cfg.write_text(cfg.read_text() + RETRY_YAML.format(attempts=attempts, names=json.dumps(names)))
 
 
@@ -110,7 +110,7 @@ def test_dag_is_retried_on_listed_exceptions_and_commits_once(project, tmp_path)
     calls = tmp_path / "calls.txt"
     flaky_bronze(project, calls, ["ConnectionError", "Flaky"])
     set_retry(project, 3, ["ConnectionError", "hooks.flaky.Flaky"])
-    r = medallion("run", "bronze", "-C", project, "--json")
+    r = medallion("run", "bronze_events", "-C", project, "--json")
     assert r.exit_code == 0, r
     assert len(calls.read_text().splitlines()) == 3
     [layer] = json.loads(r.stdout)["layers"]
@@ -125,7 +125,7 @@ def test_an_exception_not_listed_is_not_retried(project, tmp_path):
     calls = tmp_path / "calls.txt"
     flaky_bronze(project, calls, ["ValueError"])
     set_retry(project, 5, ["ConnectionError"])
-    r = medallion("run", "bronze", "-C", project, "--json")
+    r = medallion("run", "bronze_events", "-C", project, "--json")
     assert r.exit_code == ExitCode.RUN_FAILED, r
     assert len(calls.read_text().splitlines()) == 1
     [layer] = json.loads(r.stdout)["layers"]
@@ -137,10 +137,10 @@ def test_retries_run_out(project, tmp_path):
     calls = tmp_path / "calls.txt"
     flaky_bronze(project, calls, ["ConnectionError"] * 5)
     set_retry(project, 2, ["ConnectionError"])
-    r = medallion("run", "bronze", "-C", project, "--json")
+    r = medallion("run", "bronze_events", "-C", project, "--json")
     assert r.exit_code == ExitCode.RUN_FAILED, r
     assert len(calls.read_text().splitlines()) == 2
-    assert "layer 'bronze' failed after 2 attempts: ConnectionError: call 1 failed" in r.stderr
+    assert "layer 'bronze_events' failed after 2 attempts: ConnectionError: call 1 failed" in r.stderr
     assert json.loads(r.stdout)["layers"][0]["attempts"] == 2
     assert not (project / "lake" / "bronze_events" / "_delta_log").exists()
 
@@ -148,13 +148,13 @@ def test_retries_run_out(project, tmp_path):
 def test_no_retries_by_default(project, tmp_path):
     calls = tmp_path / "calls.txt"
     flaky_bronze(project, calls, ["ConnectionError"])
-    r = medallion("run", "all", "-C", project, "--json")
+    r = medallion("run", "+gold_daily_sales", "-C", project, "--json")
     assert r.exit_code == ExitCode.RUN_FAILED, r
     assert len(calls.read_text().splitlines()) == 1
     doc = json.loads(r.stdout)
     assert [(x["table"], x["attempts"]) for x in doc["layers"]] == [
         ("bronze_events", 1), ("silver_events", 0), ("gold_daily_sales", 0)]  # the others were skipped
-    r = medallion("run", "all", "-C", project, "--json")  # the second call succeeds
+    r = medallion("run", "+gold_daily_sales", "-C", project, "--json")  # the second call succeeds
     assert r.exit_code == 0, r
     assert [x["attempts"] for x in json.loads(r.stdout)["layers"]] == [1, 1, 1]
 
@@ -168,9 +168,9 @@ def test_no_retries_by_default(project, tmp_path):
     ("  retry: {max_attempts: 2, retry_exceptions: [len]}\n", "'len' is not an exception class"),
 ])
 def test_bad_retry_settings_are_refused(project, retry, message):
-    cfg = project / "conf" / "pipelines" / "bronze.yml"
+    cfg = project / "conf" / "pipelines" / "bronze_events.yml"
     cfg.write_text(cfg.read_text() + retry)
-    r = medallion("run", "bronze", "-C", project)
+    r = medallion("run", "bronze_events", "-C", project)
     assert r.exit_code == ExitCode.USAGE, r
     assert message in r.stderr and "Traceback" not in r.stderr
     assert "run bronze" not in r.stderr  # refused before any table runs
@@ -181,7 +181,7 @@ def test_check_resolves_the_retry_exceptions(project):
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == 0, r
     [check] = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "retry"]
-    assert check["ok"] and check["layer"] == "bronze" and "ConnectionError" in check["message"]
+    assert check["ok"] and check["layer"] == "bronze_events" and "ConnectionError" in check["message"]
     set_retry(project, 3, ["hooks.nothing.Flaky"])  # appended last: this one wins
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE, r

@@ -30,7 +30,8 @@ def versions(project):
     from deltalake import DeltaTable
 
     return {t: DeltaTable(str(project / "lake" / t)).version()
-            for t in ("bronze_events", "silver_events", "gold_daily_sales") if (project / "lake" / t / "_delta_log").is_dir()}
+            for t in ("bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales",
+                      "gold_sales_by_segment") if (project / "lake" / t / "_delta_log").is_dir()}
 
 
 def set_project_yaml(project, **section):
@@ -43,7 +44,7 @@ def set_project_yaml(project, **section):
 def test_a_run_is_recorded_per_table(ran_project):
     [run] = runs(ran_project)
     assert run["command"] == "run" and run["status"] == "succeeded"
-    assert run["table_counts"] == {"written": 3, "unchanged": 0, "failed": 0, "skipped": 0}
+    assert run["table_counts"] == {"written": 6, "unchanged": 0, "failed": 0, "skipped": 0}
     assert run["started_at"].endswith("Z") and run["ended_at"] >= run["started_at"]
     doc = show(ran_project, run["run_id"])
     assert doc["schema_version"] == 1 and doc["exit_code"] == 0
@@ -52,8 +53,8 @@ def test_a_run_is_recorded_per_table(ran_project):
 
     assert doc["medallion_version"] == __version__ and doc["user"] and doc["host"] and doc["pid"] == os.getpid()
     layers = {layer["table"]: layer for layer in doc["layers"]}
-    assert [layer["table"] for layer in doc["layers"]] == ["bronze_events", "silver_events", "gold_daily_sales"]
-    assert {t: layer["version"] for t, layer in layers.items()} == {"bronze_events": 0, "silver_events": 0, "gold_daily_sales": 0}
+    assert [layer["table"] for layer in doc["layers"]] == ["bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales", "gold_sales_by_segment"]
+    assert {t: layer["version"] for t, layer in layers.items()} == dict.fromkeys(["bronze_customers", "bronze_events", "silver_customers", "silver_events", "gold_daily_sales", "gold_sales_by_segment"], 0)
     silver = layers["silver_events"]
     assert silver["status"] == "written" and silver["rows_in"] == 94 and silver["rows_out"] == 86
     assert silver["quality"]["rows_invalid"] == 4 and silver["quality"]["rows_quarantined"] == 4
@@ -68,15 +69,16 @@ def test_a_run_is_recorded_per_table(ran_project):
                            "WHERE run_id = ? ORDER BY position", [run["run_id"]]).fetchall()
     finally:
         con.close()
-    assert rows == [("bronze_events", "written", 94, None, 0), ("silver_events", "written", 86, 4, 0),
-                    ("gold_daily_sales", "written", 29, None, 0)]
+    assert rows == [("bronze_customers", "written", 24, None, 0), ("bronze_events", "written", 94, None, 0),
+                    ("silver_customers", "written", 20, 1, 0), ("silver_events", "written", 86, 4, 0),
+                    ("gold_daily_sales", "written", 29, None, 0), ("gold_sales_by_segment", "written", 27, None, 0)]
 
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_run_json_is_the_runs_show_document_and_the_artifact(ran_project, tmp_path, monkeypatch, fail):
     add_landing_file(ran_project, "more.csv")
     if fail:
-        monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver:computed")
+        monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver_events:computed")
     artifact = tmp_path / "ci" / "run_results.json"
     r = medallion("run", "all", "-C", ran_project, "--json", "--output-json", artifact)
     assert r.exit_code == (1 if fail else 0), r
@@ -86,8 +88,8 @@ def test_run_json_is_the_runs_show_document_and_the_artifact(ran_project, tmp_pa
     assert json.loads((ran_project / ".medallion" / "runs" / f"{printed['run_id']}.json").read_text()) == printed
     if fail:
         assert printed["status"] == "failed" and printed["exit_code"] == 1
-        assert printed["failed"] == ["silver_events"] and printed["skipped"] == ["gold_daily_sales"]
-        assert printed["error"]["message"] == "injected failure at silver:computed"
+        assert printed["failed"] == ["silver_events"] and printed["skipped"] == ["gold_daily_sales", "gold_sales_by_segment"]
+        assert printed["error"]["message"] == "injected failure at silver_events:computed"
     else:
         assert printed["status"] == "succeeded" and printed["error"] is None
 
@@ -131,10 +133,10 @@ def test_a_state_file_of_schema_1_is_migrated(ran_project):
 def test_a_killed_run_shows_as_interrupted_and_retry_finishes_it(ran_project):
     add_landing_file(ran_project, "more.csv")
     before = versions(ran_project)
-    env = {**os.environ, "MEDALLION_TEST_CRASH_AT": "silver:computed",
+    env = {**os.environ, "MEDALLION_TEST_CRASH_AT": "silver_events:computed",
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project), "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "+gold_daily_sales", "-C", str(ran_project),
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     [killed, _] = runs(ran_project)
     assert killed["status"] == "interrupted", killed
@@ -156,23 +158,28 @@ def test_a_killed_run_shows_as_interrupted_and_retry_finishes_it(ran_project):
 
 def test_retry_runs_only_failed_and_skipped_tables(ran_project, monkeypatch):
     add_landing_file(ran_project, "more.csv")
-    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver:computed")
+    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver_events:computed")
     r = medallion("run", "all", "-C", ran_project, "--quiet")
     assert r.exit_code == 1, r
     failed = show(ran_project)
+    assert failed["skipped"] == ["gold_daily_sales", "gold_sales_by_segment"]
     after_failure = versions(ran_project)
     monkeypatch.delenv("MEDALLION_TEST_FAIL_AT")
 
     r = medallion("retry", "-C", ran_project)
     assert r.exit_code == 0, r
-    assert f"retrying 2 table(s) of run {failed['run_id']} (failed): silver_events, gold_daily_sales" in r.stderr
+    assert (f"retrying 3 table(s) of run {failed['run_id']} (failed): silver_events, gold_daily_sales, "
+            "gold_sales_by_segment") in r.stderr
     now = versions(ran_project)
     assert now["bronze_events"] == after_failure["bronze_events"]  # committed table not rewritten
     assert now["silver_events"] == after_failure["silver_events"] + 1
     assert now["gold_daily_sales"] == after_failure["gold_daily_sales"] + 1
+    assert now["gold_sales_by_segment"] == after_failure["gold_sales_by_segment"] + 1
+    for table in ("bronze_customers", "silver_customers"):  # the other branch succeeded: not run again
+        assert now[table] == after_failure[table]
     retry = show(ran_project)
     assert retry["retry_of"] == failed["run_id"] and retry["status"] == "succeeded"
-    assert [layer["table"] for layer in retry["layers"]] == ["silver_events", "gold_daily_sales"]
+    assert [layer["table"] for layer in retry["layers"]] == ["silver_events", "gold_daily_sales", "gold_sales_by_segment"]
 
     # retrying the failed run again, or the retry: nothing left
     for target in (failed["run_id"], None):
@@ -184,7 +191,7 @@ def test_retry_runs_only_failed_and_skipped_tables(ran_project, monkeypatch):
 
 
 def test_retry_keeps_the_runs_overrides_and_window(ran_project, monkeypatch):
-    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "gold:computed")
+    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "gold_daily_sales:computed")
     r = medallion("run", "silver_events+", "-C", ran_project, "--quiet", "--set", "gold_daily_sales.rolling_window_days=14",
                   "--since", "2024-01-01", "--until", "2024-02-01")
     assert r.exit_code == 1, r
@@ -199,12 +206,12 @@ def test_retry_keeps_the_runs_overrides_and_window(ran_project, monkeypatch):
 
 
 def test_runs_filters_and_errors(ran_project, monkeypatch):
-    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "bronze:locked")
-    assert medallion("run", "bronze", "-C", ran_project, "--quiet").exit_code == 1
+    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "bronze_events:locked")
+    assert medallion("run", "bronze_events", "-C", ran_project, "--quiet").exit_code == 1
     monkeypatch.delenv("MEDALLION_TEST_FAIL_AT")
     everything = runs(ran_project)
     assert [r["status"] for r in everything] == ["failed", "succeeded"]
-    assert everything[0]["error"] == "injected failure at bronze:locked"
+    assert everything[0]["error"] == "injected failure at bronze_events:locked"
     assert [r["run_id"] for r in runs(ran_project, "--status", "failed")] == [everything[0]["run_id"]]
     assert runs(ran_project, "--limit", "1") == everything[:1]
     future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -225,7 +232,7 @@ def test_runs_filters_and_errors(ran_project, monkeypatch):
 
 def test_maintenance_commands_are_recorded(ran_project):
     assert medallion("optimize", "silver_events", "-C", ran_project, "--yes", "--quiet").exit_code == 0
-    assert medallion("vacuum", "bronze", "-C", ran_project, "--quiet").exit_code == 0
+    assert medallion("vacuum", "bronze_events", "-C", ran_project, "--quiet").exit_code == 0
     r = medallion("restore", "silver_events", "--version", "99", "-C", ran_project, "--yes", "--quiet")
     assert r.exit_code == 2, r
     found = runs(ran_project)
@@ -260,7 +267,7 @@ def test_ctrl_c_is_recorded_as_interrupted(ran_project, tmp_path):
 
     add_landing_file(ran_project, "more.csv")
     flag = tmp_path / "paused"
-    env = {**os.environ, "MEDALLION_TEST_PAUSE_AT": "silver:locked=30", "MEDALLION_TEST_PAUSE_FILE": str(flag),
+    env = {**os.environ, "MEDALLION_TEST_PAUSE_AT": "silver_events:locked=30", "MEDALLION_TEST_PAUSE_FILE": str(flag),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.Popen([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(ran_project), "--threads", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -280,7 +287,9 @@ def test_ctrl_c_is_recorded_as_interrupted(ran_project, tmp_path):
     assert proc.returncode == 130 and "Interrupted." in err, err
     doc = show(ran_project, running["run_id"])
     assert doc["status"] == "interrupted" and doc["exit_code"] == 130 and doc["ended_at"]
-    assert doc["succeeded"] == ["bronze_events"] and doc["not_finished"] == ["silver_events", "gold_daily_sales"]
+    # --threads 1: the run order is bronze_customers, bronze_events, silver_customers, silver_events...
+    assert doc["succeeded"] == ["bronze_customers", "bronze_events", "silver_customers"]
+    assert doc["not_finished"] == ["silver_events", "gold_daily_sales", "gold_sales_by_segment"]
 
 
 def test_runs_in_a_project_never_run(project):

@@ -35,7 +35,10 @@ class PausedRun:
     def __init__(self, project: Path, point: str, seconds: float = 8) -> None:
         self.flag = project / ".paused"
         env = dict(os.environ, MEDALLION_TEST_PAUSE_AT=f"{point}={seconds}", MEDALLION_TEST_PAUSE_FILE=str(self.flag))
-        self.proc = subprocess.Popen([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"], env=env,
+        # --wait: a command queued behind this run may take a later table's lock (restore
+        # resets the watermarks downstream) before the run gets there; the run then queues too.
+        self.proc = subprocess.Popen([sys.executable, "-m", "medallion_cli", "run", "all", "--wait", "-C", str(project), "-q"],
+                                     env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while not self.flag.exists():

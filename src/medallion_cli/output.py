@@ -178,7 +178,8 @@ class RunProgress:
         if self._progress is None:
             return
         for layer, table in tables:
-            self._tasks[table] = self._progress.add_task(f"{layer}: {table}", total=1, start=False,
+            label = table if layer == table else f"{layer}: {table}"  # the pipeline, where it differs
+            self._tasks[table] = self._progress.add_task(label, total=1, start=False,
                                                          status="waiting", detail="")
 
     def start(self, table: str) -> None:

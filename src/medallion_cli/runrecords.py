@@ -316,7 +316,7 @@ def document(run: dict[str, Any], tables: list[tuple]) -> dict[str, Any]:
         "selection": {k: v for k, v in run["options"].items() if k != "tables"},
         "tables": planned,
         "layers": layers,
-        "succeeded": by_status["written"] + by_status["unchanged"],
+        "succeeded": [layer["table"] for layer in layers if layer["status"] in ("written", "unchanged")],  # run order
         "failed": by_status["failed"],
         "skipped": by_status["skipped"],
         "not_finished": [t for t in planned if t not in done],
