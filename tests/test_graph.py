@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import medallion
@@ -89,3 +91,29 @@ def test_graph_json_shape(project):
         "inputs": [{"name": "bronze_events", "source": "bronze_events", "kind": "table", "contract": "watermark"}],
     }
     assert build_graph([]).tables == ()
+
+
+def test_an_input_naming_no_table_is_refused_before_anything_runs(project):
+    edit(project / "conf" / "pipelines" / "gold_sales_by_segment.yml", "      table: silver_customers\n",
+         "      table: silver_customer\n")
+    r = medallion("run", "all", "-C", project)
+    assert r.exit_code == 2, r
+    assert ("input 'silver_customers' of gold_sales_by_segment reads table 'silver_customer', which no pipeline "
+            "writes and which does not exist") in r.stderr, r
+    assert "silver_customers" in r.stderr.split("hint:")[1]  # the known tables are listed
+    assert not (project / "lake").exists()  # refused before any table ran
+    r = medallion("check", "-C", project, "--json")
+    assert r.exit_code == 2, r
+    [bad] = [c for c in json.loads(r.stdout)["checks"] if not c["ok"]]
+    assert bad["layer"] == "gold_sales_by_segment" and bad["check"] == "inputs"
+
+
+def test_an_existing_external_table_may_be_an_input(ran_project, tmp_path):
+    import shutil
+
+    external = tmp_path / "crm_customers"
+    shutil.copytree(ran_project / "lake" / "silver_customers", external)
+    edit(ran_project / "conf" / "pipelines" / "gold_sales_by_segment.yml", "      table: silver_customers\n",
+         f"      table: {external}\n")
+    r = medallion("run", "gold_sales_by_segment", "--full-refresh", "--yes", "-C", ran_project, "-q")
+    assert r.exit_code == 0, r

@@ -49,6 +49,8 @@ def check_project(root: Path) -> list[CheckResult]:
             results.extend(_check_schemas(project, layer))
         if layer.retry is not None:
             results.append(_check_retry(project, layer))
+    for layer, name, table, uri in missing_inputs(project, project.layers):
+        results.append(CheckResult(layer.name, "inputs", False, describe_missing_input(project, layer, name, table, uri)))
     return results
 
 
@@ -182,6 +184,38 @@ def preflight_targets(project: Any, layers: Any) -> None:
         if problem:
             raise ConfigError(f"{layer.config_path}: {problem} (nor does table {layer.target.table})",
                               hint=f"table columns: {', '.join(columns)}; fix the YAML, or rebuild with --full-refresh")
+
+
+def missing_inputs(project: Any, layers: Any) -> list[tuple[Any, str, str, str]]:
+    """(layer, input, table, uri) for each table input of ``layers`` that no pipeline of the
+    project writes and that does not exist either: a typo, or an external table not there."""
+    written = {layer.target.table for layer in project.layers}
+    out = []
+    for layer in layers:
+        inputs = [(layer.source.input_name, layer.source.table)] if layer.source.table is not None else []
+        inputs += [(snap.name, snap.table) for snap in layer.snapshots]
+        for name, table in inputs:
+            if table in written:
+                continue
+            uri = project.table_uri(table)
+            if not project.storage.is_table(uri):
+                out.append((layer, name, table, uri))
+    return out
+
+
+def describe_missing_input(project: Any, layer: Any, name: str, table: str, uri: str) -> str:
+    return (f"{layer.config_path}: input {name!r} of {layer.name} reads table {table!r}, which no pipeline writes "
+            f"and which does not exist ({uri})")
+
+
+def preflight_inputs(project: Any, layers: Any) -> None:
+    """Before any table runs: every table input is a project table or an existing Delta table."""
+    from medallion_cli.errors import ConfigError
+
+    for layer, name, table, uri in missing_inputs(project, layers):
+        raise ConfigError(describe_missing_input(project, layer, name, table, uri),
+                          hint=f"name a project table ({', '.join(sorted(l.target.table for l in project.layers))}), "
+                               "or create that external table first")
 
 
 def _table_columns(project: Any, table: str) -> list[str] | None:

@@ -24,7 +24,7 @@ import yaml
 from medallion_cli import __version__
 from medallion_cli.errors import MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
-from medallion_cli.checks import preflight_targets
+from medallion_cli.checks import preflight_inputs, preflight_targets
 from medallion_cli.flow import load_flowerpower, resolve_exceptions, run_dag, validate_executor, with_retries
 from medallion_cli.graph import project_graph
 from medallion_cli.incremental import LayerPlan, Window, plan_layer, snapshot_app_id
@@ -316,6 +316,7 @@ def run_project(
     layers = select_layers(project, layer_names)
     check_overrides(layers, options.overrides)
     preflight_targets(project, layers)
+    preflight_inputs(project, layers)
     executor = validate_executor(options.executor)
     for layer in layers:
         validate_executor(layer.executor)
