@@ -296,3 +296,19 @@ def test_last_run_of_tables_on_s3(s3, tmp_path):
     doc = json.loads(dag(project, "--json"))
     assert [(t["table"], t["exists"], (t["last_commit"] or {}).get("run_id")) for t in doc["tables"]] == [
         (table, table.startswith("bronze"), run_id if table.startswith("bronze") else None) for table in TABLES]
+
+
+def test_a_failed_or_skipped_last_run_is_shown_before_the_last_commit(ran_project, monkeypatch):
+    add_landing_file(ran_project, "late.csv")
+    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "silver_events:computed")
+    r = medallion("run", "all", "-C", ran_project, "--json", "-q")
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    run_id = json.loads(r.stdout)["run_id"]
+    lines = status_lines(dag(ran_project))
+    assert re.fullmatch(rf"FAILED at \S+Z, run {re.escape(run_id)}: .*injected failure at silver_events:computed.*; "
+                        rf"last commit v0 WRITE at \S+Z, run \S+", lines["silver_events"]), lines
+    assert lines["gold_daily_sales"].startswith(f"SKIPPED at ") and "upstream silver_events failed" in lines["gold_daily_sales"]
+    assert lines["bronze_events"].startswith("v1 WRITE")  # it succeeded: its newest commit says it all
+    doc = {t["table"]: t for t in json.loads(dag(ran_project, "--json"))["tables"]}
+    assert doc["silver_events"]["last_run"]["status"] == "failed" and doc["silver_events"]["last_run"]["run_id"] == run_id
+    assert doc["bronze_events"]["last_run"]["status"] == "written"

@@ -87,6 +87,7 @@ class DagView:
     nodes: tuple[Node, ...]  # selected, in run order
     edges: tuple[DagEdge, ...]  # the inputs of the selected tables
     last_commits: dict[str, LastCommit | None] | None = None  # None: not read (mermaid, dot)
+    last_runs: dict[str, dict[str, Any]] | None = None  # table -> its newest recorded run (run records)
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -119,6 +120,8 @@ class DagView:
                 last = self.last_commits.get(n.table)
                 doc["exists"] = last is not None
                 doc["last_commit"] = last.to_dict() if last else None
+            if self.last_runs is not None:
+                doc["last_run"] = self.last_runs.get(n.table)
             tables.append(doc)
         return {"project": self.project,
                 "layers": [{"layer": k, "tables": list(v)} for k, v in self.layers.items()], "tables": tables,
@@ -132,7 +135,12 @@ def dag_view(project: Project, graph: TableGraph, tables: list[str], *, with_sta
     nodes = tuple(graph.node(t) for t in graph.ordered(tables))
     edges = tuple(_dag_edge(project, n, e) for n in nodes for e in n.inputs)
     commits = {n.table: last_commit(project, n.table) for n in nodes} if with_status else None
-    return DagView(project.name, nodes, edges, commits)
+    runs = None
+    if with_status:
+        from medallion_cli.runrecords import RunRecords
+
+        runs = RunRecords(project).last_table_runs([n.table for n in nodes])
+    return DagView(project.name, nodes, edges, commits, runs)
 
 
 def _dag_edge(project: Project, node: Node, edge: Edge) -> DagEdge:
@@ -202,7 +210,12 @@ def render_text(view: DagView) -> str:
         for table in tables:
             head = f"  {table.ljust(width)}  {about[table]}"
             if view.last_commits is not None:
-                head = f"{head.ljust(width + about_width + 4)}  last run: {status_text(view.last_commits.get(table))}"
+                status = status_text(view.last_commits.get(table))
+                run = (view.last_runs or {}).get(table)
+                if run and run["status"] in ("failed", "skipped"):  # a failure commits nothing: say so first
+                    why = f": {run['error']}" if run.get("error") else ""
+                    status = f"{run['status'].upper()} at {run['started_at']}, run {run['run_id']}{why}; last commit {status}"
+                head = f"{head.ljust(width + about_width + 4)}  last run: {status}"
             lines.append(head)
             for e in view.inputs(table):
                 source = "landing " + e.source if e.kind == "landing" else e.source

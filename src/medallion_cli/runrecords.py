@@ -191,6 +191,24 @@ class RunRecords:
                     counts[run_id][st] = n
         return [_summary(_run_dict(row), counts[row[0]]) for row in runs]
 
+    def last_table_runs(self, tables: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Per table, its newest recorded run: status, run id, when it started, one-line error.
+
+        Tables no recorded run touched are absent.
+        """
+        if not tables or not self.store.path.exists():
+            return {}
+        self.reconcile()
+        marks = ",".join("?" for _ in tables)
+        with self.store.connect(write=False) as con:
+            rows = con.execute(
+                f"SELECT t.table_name, t.status, t.run_id, r.started_at, t.error FROM run_tables t JOIN runs r USING (run_id) "
+                f"WHERE t.table_name IN ({marks}) "
+                f"QUALIFY row_number() OVER (PARTITION BY t.table_name ORDER BY r.started_at DESC, t.run_id DESC) = 1",
+                list(tables)).fetchall()
+        return {table: {"status": status, "run_id": run_id, "started_at": iso_utc(started), "error": error}
+                for table, status, run_id, started, error in rows}
+
     def resolve(self, run_id: str | None, *, commands: tuple[str, ...] = RECORDED_COMMANDS) -> str:
         """A full run id from an id or a unique prefix of one; ``None``: the newest run of
         one of ``commands``."""
