@@ -38,11 +38,13 @@ row = st.fixed_dictionaries({
 landing_files = st.lists(st.lists(row, min_size=1, max_size=6), min_size=1, max_size=5)
 
 
-@st.composite
-def arrivals(draw):
-    files = draw(landing_files)
-    order = draw(st.permutations(list(range(len(files)))))
-    cuts = draw(st.lists(st.booleans(), min_size=len(files) - 1, max_size=len(files) - 1))
+def arrival_order(draw, count: int) -> tuple[list[list[int]], list[str]]:
+    """An order of arrival of ``count`` files split into runs, and the files' names.
+
+    The names sort differently from the arrival, so file names cannot stand in for it.
+    """
+    order = draw(st.permutations(list(range(count))))
+    cuts = draw(st.lists(st.booleans(), min_size=count - 1, max_size=count - 1))
     runs, current = [], [order[0]]
     for index, cut in zip(order[1:], cuts):
         if cut:
@@ -50,8 +52,14 @@ def arrivals(draw):
             current = []
         current.append(index)
     runs.append(current)
-    # names that sort differently from arrival, so file names cannot stand in for arrival
-    names = [f"f{draw(st.integers(0, 999)):03d}_{i}.csv" for i in range(len(files))]
+    names = [f"f{draw(st.integers(0, 999)):03d}_{i}.csv" for i in range(count)]
+    return runs, names
+
+
+@st.composite
+def arrivals(draw):
+    files = draw(landing_files)
+    runs, names = arrival_order(draw, len(files))
     return files, runs, names
 
 

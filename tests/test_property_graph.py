@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from conftest import medallion
+from test_property import arrival_order
 
 DAY0 = date(2024, 3, 1)
 SEGMENTS = ("consumer", "business", "enterprise")
@@ -50,16 +51,7 @@ feed_file = st.one_of(
 @st.composite
 def arrivals(draw):
     files = draw(st.lists(feed_file, min_size=1, max_size=6))
-    order = draw(st.permutations(list(range(len(files)))))
-    cuts = draw(st.lists(st.booleans(), min_size=len(files) - 1, max_size=len(files) - 1))
-    runs, current = [], [order[0]]
-    for index, cut in zip(order[1:], cuts):
-        if cut:
-            runs.append(current)
-            current = []
-        current.append(index)
-    runs.append(current)
-    names = [f"f{draw(st.integers(0, 999)):03d}_{i}.csv" for i in range(len(files))]
+    runs, names = arrival_order(draw, len(files))
     return files, runs, names
 
 
