@@ -110,6 +110,21 @@ def test_run_is_tracked_in_a_real_hamilton_ui(project, hamilton_ui):
     assert not [t for t in threading.enumerate() if "HamiltonClient.worker" in repr(getattr(t, "_target", None))]
 
 
+def test_a_failed_table_is_tracked_as_a_failure(project, hamilton_ui):
+    url, project_id = hamilton_ui
+    configure(project, {"project_id": project_id, "username": USER, "api_url": url})
+    module = project / "pipelines" / "gold_daily_sales.py"
+    module.write_text(module.read_text().replace(
+        "    return daily_sales.sort(", "    raise ValueError('boom in gold')\n    return daily_sales.sort(", 1))
+    r = medallion("run", "all", "-C", project, "--json")
+    assert r.exit_code == 1, r
+    assert r.stderr.strip().splitlines()[-2] == "error: layer 'gold_daily_sales' failed: ValueError: boom in gold"
+    run_id = json.loads(r.stdout)["run_id"]
+    runs = api(f"{url}/api/v1/dag_runs/latest/?project_id={project_id}&limit=50")
+    status = {x["tags"]["table"]: x["run_status"] for x in runs if x["tags"].get("medallion_run_id") == run_id}
+    assert status["gold_daily_sales"] == "FAILURE" and status["silver_events"] == "SUCCESS"
+
+
 def test_unknown_project_id_is_a_config_error(project, hamilton_ui):
     url, _ = hamilton_ui
     configure(project, {"project_id": 999, "username": USER, "api_url": url})
