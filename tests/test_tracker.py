@@ -188,6 +188,17 @@ def test_flowerpower_tracker_setting_is_refused(project):
     assert r.exit_code == 2, r
     assert "adapter.hamilton_tracker is ignored by FlowerPower 0.37" in r.stderr
     assert "medallion.tracker" in r.stderr
+    # the seed's form, in a pipeline's YAML
+    data.pop("adapter")
+    path.write_text(yaml.safe_dump(data))
+    pipeline = project / "conf" / "pipelines" / "silver_events.yml"
+    pipeline.write_text(pipeline.read_text() + "adapter:\n  hamilton_tracker:\n    enabled: true\n")
+    r = medallion("run", "all", "-C", project)
+    assert r.exit_code == 2 and "silver_events.yml: adapter.hamilton_tracker is ignored" in r.stderr, r
+    # FlowerPower's defaults alone ask for nothing
+    pipeline.write_text(pipeline.read_text().replace("    enabled: true\n", "    tags: {}\n"))
+    r = medallion("run", "bronze_events", "-C", project, "--quiet")
+    assert r.exit_code == 0, r
 
 
 @pytest.mark.parametrize("tracker, message", [

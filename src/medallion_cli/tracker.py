@@ -126,7 +126,9 @@ def _refuse_flowerpower_tracker(project: Any, project_yml: dict[str, Any], path:
         candidates += [(p, read_yaml(p)) for p in sorted(pipelines.glob("*.yml"))]
     for file, data in candidates:
         adapter = data.get("adapter") if isinstance(data, dict) else None
-        if isinstance(adapter, dict) and adapter.get("hamilton_tracker"):
+        settings = adapter.get("hamilton_tracker") if isinstance(adapter, dict) else None
+        # FlowerPower's defaults (api_url, tags: {}, ...) say nothing; these keys ask for tracking
+        if settings is True or (isinstance(settings, dict) and any(settings.get(k) for k in ("enabled", "project_id", "username"))):
             raise ConfigError(
                 f"{file}: adapter.hamilton_tracker is ignored by FlowerPower 0.37 (the run would not be tracked)",
                 hint="configure medallion.tracker in conf/project.yml instead: {project_id, username, api_url}",
