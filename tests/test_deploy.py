@@ -206,6 +206,13 @@ def test_github_actions_workflow(project):
     assert all("uses" in s or "run" in s for s in steps)
     python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
     assert python["with"]["cache"] == "pip"
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))  # the venv, as the issue asks
+    assert cache["with"]["path"] == ".venv"
+    assert "steps.python.outputs.python-version" in cache["with"]["key"] and "hashFiles('pyproject.toml')" in cache["with"]["key"]
+    assert python["id"] == "python" and steps.index(python) < steps.index(cache)
+    install = next(s["run"] for s in steps if "pip install" in s.get("run", ""))
+    assert "python -m venv .venv" in install and '"$PWD/.venv/bin" >> "$GITHUB_PATH"' in install
+    assert steps.index(cache) < next(i for i, s in enumerate(steps) if "pip install" in s.get("run", ""))
     runs = [s.get("run", "") for s in steps]
     check = next(i for i, x in enumerate(runs) if x.strip() == "medallion check")
     run = next(i for i, x in enumerate(runs) if x.startswith("medallion run all --json"))

@@ -49,9 +49,27 @@ def check_project(root: Path) -> list[CheckResult]:
             results.extend(_check_schemas(project, layer))
         if layer.retry is not None:
             results.append(_check_retry(project, layer))
+    tracker = _check_tracker(project)
+    if tracker is not None:
+        results.append(tracker)
     for layer, name, table, uri in missing_inputs(project, project.layers):
         results.append(CheckResult(layer.name, "inputs", False, describe_missing_input(project, layer, name, table, uri)))
     return results
+
+
+def _check_tracker(project: Any) -> CheckResult | None:
+    """``medallion.tracker`` parses and the Hamilton SDK imports (the server is checked when
+    a run starts: CI may check a project without reaching it)."""
+    from medallion_cli.tracker import check_sdk, load_tracker
+
+    try:
+        config = load_tracker(project)
+        if config is None:
+            return None
+        check_sdk()
+    except MedallionError as exc:
+        return CheckResult(None, "tracker", False, exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    return CheckResult(None, "tracker", True, f"Hamilton UI project {config.project_id} at {config.api_url}")
 
 
 def _check_retry(project: Any, layer: Any) -> CheckResult:

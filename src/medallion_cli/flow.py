@@ -34,7 +34,7 @@ def validate_executor(name: str | None) -> str | None:
 def _quiet_imports() -> None:
     os.environ.setdefault("HAMILTON_AUTOLOAD_EXTENSIONS", "0")
     os.environ.setdefault("FP_LOG_LEVEL", "CRITICAL")
-    for name in ("hamilton", "flowerpower", "fsspeckit"):
+    for name in ("hamilton", "flowerpower", "fsspeckit", "hamilton_sdk"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
@@ -65,8 +65,13 @@ def run_dag(
     inputs: dict[str, Any],
     executor: str | None,
     pipelines_dir: Path,
+    adapters: dict[str, Any] | None = None,
 ) -> Any:
-    """Execute ``layer``'s pipeline and return the value of its ``output`` node."""
+    """Execute ``layer``'s pipeline and return the value of its ``output`` node.
+
+    ``adapters`` are Hamilton lifecycle adapters added to the run (FlowerPower's
+    ``adapter=``), e.g. the Hamilton UI tracker of :mod:`medallion_cli.tracker`.
+    """
     from loguru import logger
 
     kwargs: dict[str, Any] = {
@@ -78,6 +83,8 @@ def run_dag(
     }
     if executor:
         kwargs["executor_cfg"] = {"type": executor}
+    if adapters:
+        kwargs["adapter"] = adapters
     try:
         result = fp_project.run(layer, **kwargs)
     except SystemExit as exc:  # sys.exit() in pipeline code must not become medallion's exit code

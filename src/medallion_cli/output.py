@@ -498,14 +498,18 @@ def run_record_tables(doc: dict) -> list[Table]:
         head.add_row("not finished", ", ".join(doc["not_finished"]))
     tables = [head]
     if doc["layers"]:
+        # node retries (medallion.retry): a column only when some table's DAG ran more than once
+        retried = any((layer.get("attempts") or 0) > 1 for layer in doc["layers"])
         t = _plain_table("tables", ["table", "status", "rows in", "rows out", "invalid", "version", "window",
-                                    "watermark after", "time", "error"])
+                                    "watermark after", "time", *(["attempts"] if retried else []), "error"])
         for layer in doc["layers"]:
             q = layer.get("quality") or {}
+            attempts = [str(layer.get("attempts") or "-")] if retried else []
             t.add_row(layer["table"], Text(layer["status"], style=STATUS_STYLES.get(layer["status"], "")),
                       _num(layer["rows_in"]), _num(layer["rows_out"]), _num(q.get("rows_invalid")),
                       "-" if layer["version"] is None else str(layer["version"]), layer.get("window") or "-",
                       layer.get("watermark_after") or "-",
-                      "-" if layer["status"] == "skipped" else _seconds(layer["duration_s"]), layer.get("error") or "")
+                      "-" if layer["status"] == "skipped" else _seconds(layer["duration_s"]), *attempts,
+                      layer.get("error") or "")
         tables.append(t)
     return tables

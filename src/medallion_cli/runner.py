@@ -323,10 +323,17 @@ def run_project(
         if layer.retry is not None:  # unknown exception names fail before any table runs
             resolve_exceptions(layer.retry, root=project.root, where=str(layer.config_path))
 
+    from medallion_cli.tracker import load_tracker, preflight
+
+    tracker = load_tracker(project)
+    if tracker is not None:  # an unreachable server fails the run before any table starts
+        preflight(tracker)
+
     started = datetime.now(timezone.utc)
     run_id = new_run_id(started)
     t0 = time.perf_counter()
-    ctx = _Context(project, _SerializedStateStore(project.state_path), run_id, started, options, executor)
+    ctx = _Context(project, _SerializedStateStore(project.state_path), run_id, started, options, executor,
+                   tracker=tracker)
     by_table = {layer.target.table: layer for layer in layers}
     graph = project_graph(project)
     results: dict[str, LayerResult] = {}
@@ -481,6 +488,7 @@ class _Context:
     started: datetime
     options: RunOptions
     executor: str | None
+    tracker: Any = None  # tracker.TrackerConfig: each table's DAG run is sent to the Hamilton UI
     _fp: Any = field(default=None, repr=False)
     attempts: dict[str, int] = field(default_factory=dict)  # per layer: times its DAG ran
     _fp_lock: Any = field(default_factory=threading.Lock, repr=False)
@@ -565,14 +573,26 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
                    "run_started_at": plan.started_at})
 
     def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
-        value = run_dag(
-            ctx.fp_project,
-            layer=layer.name,
-            output=layer.output,
-            inputs=inputs,
-            executor=ctx.executor or layer.executor,
-            pipelines_dir=project.root / "pipelines",
-        )
+        adapters = None
+        if ctx.tracker is not None:
+            from medallion_cli import tracker
+
+            adapters = {"hamilton_tracker": tracker.make_adapter(
+                ctx.tracker, dag_name=layer.name,
+                tags={"medallion_run_id": ctx.run_id, "table": target.table, "layer": layer.tag})}
+        try:
+            value = run_dag(
+                ctx.fp_project,
+                layer=layer.name,
+                output=layer.output,
+                inputs=inputs,
+                executor=ctx.executor or layer.executor,
+                pipelines_dir=project.root / "pipelines",
+                adapters=adapters,
+            )
+        finally:
+            if adapters:
+                tracker.close(adapters["hamilton_tracker"])
         try:
             return _collect(value, plan.source, layer)
         except PipelineError:
