@@ -215,7 +215,8 @@ def lineage_svg(catalog: dict[str, Any]) -> str:
         fill, stroke = STATUS_COLOURS.get(status, STATUS_COLOURS[None])
         version = f"v{t['version']}" if t.get("version") is not None else "no table"
         fresh = t.get("freshness", "never")
-        line2 = f"{status or 'never run'} · {version} · {age_text(t.get('age_s'))}"
+        line2 = (f"{status or 'no run recorded'} · {version} · {age_text(t.get('age_s'))}" if t.get("version") is not None
+                 else status or "never run")
         tip = f"{name} ({t['layer']}, {t['write_mode']}): last run {status or 'never'}, {version}, last commit {age_text(t.get('age_s'))}"
         parts.append(f'<a class="node-link" href="tables/{escape(table_file(name))}">'
                      f'<g class="node {escape(fresh)}" data-table="{escape(name)}" data-status="{escape(status or "never")}">'
