@@ -130,6 +130,8 @@ def test_no_secret_reaches_the_site(site):
     for path in files:
         text = path.read_text()
         assert CLI_SECRET not in text and ENV_SECRET not in text, path
+        if path.suffix == ".html":  # nothing to fetch: the only URL is the SVG namespace
+            assert set(re.findall(r"https?://[^\s\"'<>]+", text)) <= {"http://www.w3.org/2000/svg"}, path
 
 
 def test_generate_writes_under_target_by_default_and_target_is_ignored(ran_project):
@@ -371,3 +373,25 @@ def test_fifty_tables_stay_legible(browser, ran_project, tmp_path):
     assert "gold_join3" in page.locator("main").inner_text()
     w.check_clean()
     w.close()
+
+
+def test_names_that_look_like_markup_are_escaped(project, tmp_path):
+    """A landing folder named like HTML stays text: the SVG parses and no tag leaks in."""
+    import xml.etree.ElementTree as ET
+
+    config = project / "conf" / "pipelines" / "bronze_events.yml"
+    odd = 'data/landing/ev <b>x</b> & "q"'
+    config.write_text(config.read_text().replace("landing: data/landing/events", f"landing: '{odd}'"))
+    out = tmp_path / "site"
+    r = medallion("docs", "generate", "-C", project, "--output", out)
+    assert r.exit_code == 0, r
+    index = (out / "index.html").read_text()
+    assert "<b>x</b>" not in index and "&lt;b&gt;x&lt;/b&gt;" in index
+    svg = index[index.index("<svg"):index.index("</svg>") + len("</svg>")]
+    root = ET.fromstring(svg)  # well-formed
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert f"landing folder: {odd}" in titles
+    # no page fetches anything from the network: the only URL is the SVG namespace
+    for page in out.rglob("*.html"):
+        urls = set(re.findall(r"https?://[^\s\"'<>]+", page.read_text()))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (page, urls)
