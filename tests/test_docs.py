@@ -395,3 +395,14 @@ def test_names_that_look_like_markup_are_escaped(project, tmp_path):
     for page in out.rglob("*.html"):
         urls = set(re.findall(r"https?://[^\s\"'<>]+", page.read_text()))
         assert urls <= {"http://www.w3.org/2000/svg"}, (page, urls)
+
+
+def test_run_documents_read_at_once_equal_show(history_project):
+    from medallion_cli.project import load_project
+    from medallion_cli.runrecords import RunRecords
+
+    records = RunRecords(load_project(history_project))
+    docs = records.documents(limit=None)
+    assert [d["run_id"] for d in docs] == [r["run_id"] for r in records.list(limit=None)]
+    assert docs == [records.show(d["run_id"]) for d in docs] and len(docs) == 3
+    assert [d["run_id"] for d in records.documents(limit=1)] == [docs[0]["run_id"]]

@@ -184,14 +184,8 @@ def _runs(project: Project, limit: int) -> list[dict[str, Any]]:
     """Recorded runs of tables (``run``, ``retry``), newest first, with per-table outcomes."""
     from medallion_cli.runrecords import RunRecords
 
-    if not project.state_path.exists():
-        return []
-    records = RunRecords(project)
     out = []
-    for summary in records.list(limit=limit):
-        if summary["command"] not in ("run", "retry"):
-            continue
-        doc = records.show(summary["run_id"])
+    for doc in RunRecords(project).documents(limit=limit, commands=("run", "retry")):
         err = doc.get("error") or {}
         out.append({
             "run_id": doc["run_id"], "command": doc["command"], "command_line": doc["command_line"],
