@@ -2,8 +2,9 @@
 
 Each node gets a column (its longest path from a source: landing folders in column 0) and
 a row within the column; rows are ordered by the barycenter heuristic (a few sweeps left to
-right and back), which removes most edge crossings of a layered DAG. Boxes have one size
-and columns one pitch, so boxes never overlap, whatever the number of tables.
+right and back), which removes most edge crossings of a layered DAG, then each column (one
+contiguous block) is shifted towards what it connects to. Boxes have one size, rows and
+columns one pitch, so boxes never overlap, whatever the number of tables.
 """
 
 from __future__ import annotations
@@ -65,15 +66,31 @@ def layout(nodes: list[str], edges: list[tuple[str, str]]) -> Layout:
         else:
             for c in range(n_cols - 2, -1, -1):
                 cols[c] = order_by(children, cols[c + 1], cols[c])
+    # Rows: each column is one contiguous block (compact at any size), shifted up or down
+    # towards the mean height of what its boxes connect to, within the tallest column.
+    pitch = NODE_H + ROW_GAP
     tallest = max((len(c) for c in cols), default=0)
-    boxes = {}
-    for c, members in enumerate(cols):
-        # centre short columns against the tallest one
-        offset = (tallest - len(members)) * (NODE_H + ROW_GAP) / 2
+    y = {n: r * pitch for members in cols for r, n in enumerate(members)}
+
+    def shift(members: list[str], neighbours: dict[str, list[str]]) -> None:
+        pulls = [sum(y[m] for m in neighbours[n]) / len(neighbours[n]) - r * pitch
+                 for r, n in enumerate(members) if neighbours[n]]
+        if not pulls:
+            return
+        offset = min(max(sum(pulls) / len(pulls), 0.0), (tallest - len(members)) * pitch)
         for r, n in enumerate(members):
-            boxes[n] = Box(n, c, r, MARGIN + c * (NODE_W + COL_GAP), MARGIN + offset + r * (NODE_H + ROW_GAP))
+            y[n] = offset + r * pitch
+
+    for _ in range(SWEEPS // 2):
+        for c in range(1, n_cols):
+            shift(cols[c], parents)
+        for c in range(n_cols - 2, -1, -1):
+            shift(cols[c], children)
+    top = min(y.values(), default=0)
+    boxes = {n: Box(n, c, r, MARGIN + c * (NODE_W + COL_GAP), MARGIN + y[n] - top)
+             for c, members in enumerate(cols) for r, n in enumerate(members)}
     width = 2 * MARGIN + n_cols * NODE_W + max(n_cols - 1, 0) * COL_GAP
-    height = 2 * MARGIN + tallest * NODE_H + max(tallest - 1, 0) * ROW_GAP
+    height = 2 * MARGIN + max((b.y - MARGIN + NODE_H for b in boxes.values()), default=0)
     return Layout(boxes, width, height)
 
 

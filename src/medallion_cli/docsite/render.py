@@ -11,7 +11,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from medallion_cli.docsite.layout import NODE_H, NODE_W, layout
+from medallion_cli.docsite.layout import NODE_W, layout
 
 STATUS_COLOURS = {  # fill, stroke
     "written": ("#e6f4ea", "#2e7d32"),
@@ -41,6 +41,7 @@ table.grid th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-va
 #lineage{border:1px solid var(--line);border-radius:8px;overflow:auto;max-height:78vh;background:#fbfcfd;cursor:grab}
 #lineage.dragging{cursor:grabbing}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
+.column-head{font-size:12px;font-weight:600;fill:#59636e;text-transform:uppercase;letter-spacing:.04em}
 .node rect{stroke-width:1.6}.node .name{font-size:13px;font-weight:600}.node .sub{font-size:11px;fill:#59636e}
 .node.stale rect{stroke-dasharray:6 3}.node.hit rect{stroke:#0b57d0;stroke-width:3.5}
 a.node-link:hover rect,a.node-link:focus rect{stroke-width:3}
@@ -179,10 +180,20 @@ def lineage_svg(catalog: dict[str, Any]) -> str:
     edge_ids = [((f"source:{e['from']}" if e["kind"] != "table" or e["from"] not in tables else e["from"]), e["to"], e)
                 for e in catalog["edges"]]
     lay = layout(ids, [(a, b) for a, b, _ in edge_ids])
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay.width:.0f}" height="{lay.height:.0f}" '
-             f'viewBox="0 0 {lay.width:.0f} {lay.height:.0f}" role="img" aria-label="table lineage">',
+    head = 22  # a row of column headings: the layer tags found in each column
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay.width:.0f}" height="{lay.height + head:.0f}" '
+             f'viewBox="0 0 {lay.width:.0f} {lay.height + head:.0f}" role="img" aria-label="table lineage">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8c959f"/></marker></defs>']
+    columns: dict[int, dict[str, None]] = {}
+    for node_id, box in lay.boxes.items():
+        tag = tables[node_id]["layer"] if node_id in tables else "sources"
+        columns.setdefault(box.column, {}).setdefault(tag, None)
+    for col, tags in sorted(columns.items()):
+        x = min(b.x for b in lay.boxes.values() if b.column == col)
+        parts.append(f'<text class="column-head" x="{x + NODE_W / 2:.1f}" y="16" text-anchor="middle">'
+                     f'{escape(_clip(" · ".join(tags), 30))}</text>')
+    parts.append(f'<g transform="translate(0,{head})">')
     labels: list[str] = []
     placed: list[tuple[float, float, float, float]] = []
     for a, b, e in edge_ids:
@@ -226,8 +237,7 @@ def lineage_svg(catalog: dict[str, Any]) -> str:
                      f'<text class="sub" x="{b.x + 10}" y="{b.y + 36}">{escape(_clip(t["layer"] + " · " + t["write_mode"], 28))}</text>'
                      f'<text class="sub" x="{b.x + 10}" y="{b.y + 49}">{escape(_clip(line2, 28))}</text></g></a>')
     parts.extend(labels)  # on top of edges and boxes
-    parts.append("</svg>")
-    assert NODE_W and NODE_H  # the sizes the layout used (boxes above use them through Box)
+    parts.append("</g></svg>")
     return "".join(parts)
 
 
