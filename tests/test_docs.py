@@ -274,6 +274,7 @@ def test_lineage_shows_every_table_and_contract_and_opens_table_pages(browser, s
     page.get_by_role("link", name="gold_daily_sales").first.click()  # downstream link
     page.wait_for_url("**/tables/gold_daily_sales.html")
     assert "SyntaxError" in page.locator("main").inner_text()  # its last run's error
+    assert page.locator("table.table-runs tbody tr").count() == 3
     w.check_clean()
     w.close()
 

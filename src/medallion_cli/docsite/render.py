@@ -341,6 +341,12 @@ def table_page(catalog: dict[str, Any], t: dict[str, Any]) -> str:
     if inc:
         detail = ", ".join(f"{k} {v}" for k, v in inc.items() if v is not None and k != "strategy")
         body.append(f'<p>incremental: <b>{escape(inc["strategy"])}</b> {escape(detail)}</p>')
+    mine = [(r, x) for r in catalog["runs"] for x in r["tables"] if x["table"] == name][:10]
+    body.append("<h2>Recent runs</h2>")
+    body.append(_grid(["started", "run id", "status", "duration", "rows in", "rows out", "error"],
+                      [[_time(r["started_at"]), f'<code>{escape(r["run_id"])}</code>', badge(x["status"]), _dur(x["duration_s"]),
+                        _num(x["rows_in"]), _num(x["rows_out"]), f'<span class="error">{escape(x["error"] or "")}</span>']
+                       for r, x in mine], numeric={3, 4, 5}, cls="grid table-runs"))
     body.append("<h2>Quality</h2>")
     body.append(_quality_section(t, depth=1))
     body.append("<h2>Pipeline</h2>")
