@@ -8,7 +8,7 @@ DEMO ?= demo
 .PHONY: help install demo test test-fast bench clean
 
 help:
-	@echo "make demo   create .venv, scaffold ./$(DEMO) with 'medallion init', run every table, print both gold tables"
+	@echo "make demo   create .venv, scaffold ./$(DEMO) with 'medallion init', run every table, print both gold tables, write the docs site"
 	@echo "make test   create .venv with the dev extras and run the test suite"
 	@echo "make bench  benchmark the table graph and its events chain against a plain polars+deltalake script (1M and 5M events, 100k customers)"
 	@echo "make clean  remove .venv, ./$(DEMO), build and bench leftovers"
@@ -32,6 +32,10 @@ demo: $(STAMP)
 	@echo
 	@echo "gold_sales_by_segment ($(DEMO)/lake/gold_sales_by_segment):"
 	@$(BIN)/python -c 'import polars as pl; pl.Config.set_tbl_rows(12); print(pl.read_delta("$(DEMO)/lake/gold_sales_by_segment").sort("event_date", "segment"))'
+	@cd $(DEMO) && ../$(BIN)/medallion docs generate --quiet
+	@echo
+	@echo "Report: open $(DEMO)/target/docs/index.html in a browser (no network needed),"
+	@echo "        or run 'cd $(DEMO) && ../$(BIN)/medallion docs serve' and open http://127.0.0.1:8000/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -241,6 +241,29 @@ class RunRecords:
                                  [run_id]).fetchall()
         return document(_run_dict(run), tables)
 
+    def documents(self, *, limit: int | None = 50, commands: tuple[str, ...] = RECORDED_COMMANDS) -> list[dict[str, Any]]:
+        """The documents of the newest runs of ``commands``, newest first, read over one
+        connection (``show`` per run opens the state file three times)."""
+        if not self.store.path.exists():
+            return []
+        self.reconcile()
+        marks = ",".join("?" for _ in commands)
+        query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE command IN ({marks}) ORDER BY started_at DESC, run_id DESC"
+        params: list[Any] = list(commands)
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(int(limit))
+        with self.store.connect(write=False) as con:
+            runs = con.execute(query, params).fetchall()
+            tables: dict[str, list[tuple]] = {r[0]: [] for r in runs}
+            if runs:
+                marks = ",".join("?" for _ in runs)
+                for run_id, *row in con.execute(
+                        f"SELECT run_id, table_name, status, detail FROM run_tables WHERE run_id IN ({marks}) "
+                        "ORDER BY run_id, position", [r[0] for r in runs]).fetchall():
+                    tables[run_id].append(tuple(row))
+        return [document(_run_dict(r), tables[r[0]]) for r in runs]
+
     def succeeded_in_retries(self, run_id: str) -> set[str]:
         """Tables that succeeded in retries of ``run_id`` (and retries of those)."""
         done: set[str] = set()

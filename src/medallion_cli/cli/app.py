@@ -12,6 +12,7 @@ import typer
 from medallion_cli import __version__
 from medallion_cli.cli import dag as dag_cmd
 from medallion_cli.cli import deploy as deploy_cmd
+from medallion_cli.cli import docs as docs_cmd
 from medallion_cli.cli import init as init_cmd
 from medallion_cli.cli import quality as quality_cmd
 from medallion_cli.cli import run as run_cmd
@@ -47,6 +48,7 @@ app.command("dag", epilog=EPILOG)(dag_cmd.dag)
 app.command("deploy", epilog=EPILOG)(deploy_cmd.deploy)
 app.add_typer(watermark_cmd.app, name="watermark", epilog=EPILOG)
 app.add_typer(runs_cmd.app, name="runs", epilog=EPILOG)
+app.add_typer(docs_cmd.app, name="docs", epilog=EPILOG)
 app.command("retry", epilog=EPILOG)(runs_cmd.retry)
 for _name in ("tables", "history", "describe", "show", "diff", "restore", "vacuum", "optimize"):
     app.command(_name, epilog=EPILOG)(getattr(table_cmd, _name))
