@@ -567,7 +567,9 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         from medallion_cli import units
 
         if units.why_one_unit(layer, plan, uri) is None:
-            split = units.plan_units(plan.files, budget_mb=project.memory_budget_mb, max_files=layer.partition.max_files)
+            rank = {name: i for i, name in enumerate(plan.file_order)}
+            ordered = sorted(plan.files, key=lambda f: (rank.get(f.name, len(rank)), f.name))
+            split = units.plan_units(ordered, budget_mb=project.memory_budget_mb, max_files=layer.partition.max_files)
             if len(split) > 1:
                 try:
                     return _run_units(ctx, layer, plan, inputs, split, uri, overrides, warnings, t_layer)

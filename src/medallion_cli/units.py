@@ -58,17 +58,20 @@ def estimated_bytes(file: LandingFile) -> int:
 
 
 def plan_units(files: Sequence[LandingFile], *, budget_mb: int, max_files: int | None = None) -> list[list[LandingFile]]:
-    """Split ``files`` (in name order) into units of at most ``max_files`` files whose
-    working set (:func:`estimated_bytes` times :data:`WORKING_SET`) fits ``budget_mb``.
+    """Split ``files`` into consecutive units of at most ``max_files`` files whose working
+    set (:func:`estimated_bytes` times :data:`WORKING_SET`) fits ``budget_mb``.
 
-    Every file is in exactly one unit, in order; a file too big for the budget alone is a
-    unit of its own (splitting one file by row groups is not done yet).
+    Every file is in exactly one unit and the order is kept: given in the order the
+    one-unit scan reads them (``LayerPlan.file_order``), the units' rows, concatenated,
+    are in the one-unit order, so that whatever downstream breaks ties by row order does
+    the same. A file too big for the budget alone is a unit of its own (splitting one file
+    by row groups is not done yet).
     """
     budget = budget_mb * MB
     units: list[list[LandingFile]] = []
     current: list[LandingFile] = []
     used = 0.0
-    for file in sorted(files, key=lambda f: f.name):
+    for file in files:
         cost = estimated_bytes(file) * WORKING_SET
         full = max_files is not None and len(current) >= max_files
         if current and (full or used + cost > budget):
