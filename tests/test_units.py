@@ -283,3 +283,35 @@ def test_data_skipping_on_unit_files_keeps_every_matching_row(project, tmp_path,
     for expr in (pl.col("updated_at") >= full["updated_at"].median(), pl.col("event_id") == full["event_id"][7],
                  pl.col("amount") < 10, pl.col("event_date") == full["event_date"][3]):
         assert pl.scan_delta(uri).filter(expr).collect().height == full.filter(expr).height
+
+
+def test_units_of_header_only_files_and_rescued_columns(template_project, tmp_path, clock):
+    project = tmp_path / "shop"
+    shutil.copytree(template_project, project)
+    landing = project / "data" / "landing" / "events"
+    for f in landing.iterdir():
+        if not f.name.startswith("."):
+            f.unlink()
+    path = project / "conf" / "pipelines" / "bronze_events.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["source"]["extra_columns"] = "rescue"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    header = "event_id,user_id,event_type,amount,event_date,updated_at,region"
+    for name in ("a.csv", "b.csv"):
+        (landing / name).write_text(header + "\n")
+    one, split = twins(project, tmp_path, max_files=1)
+    for p in (one, split):  # nothing but headers: the table is created empty, in one version
+        doc = run(clock, p, "bronze_events", at=T0)
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 2 and layer(doc, "bronze_events")["rows_out"] == 0
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+    assert commit_info(one, "bronze_events")[1:] == commit_info(split, "bronze_events")[1:]
+    for p in (one, split):  # one unit has an extra column, the other not: both get _rescued_data
+        (p / "data" / "landing" / "events" / "c.csv").write_text(
+            header + ",zzz\ne1,1,click,1.0,2024-01-01,2024-01-01T00:00:00Z,north,extra\n")
+        (p / "data" / "landing" / "events" / "d.csv").write_text(
+            header + "\ne2,1,click,1.0,2024-01-01,2024-01-01T00:00:00Z,north\n")
+        doc = run(clock, p, "bronze_events", at=T0 + timedelta(hours=1))
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 2
+    bronze = table(split, "bronze_events")
+    assert bronze["_rescued_data"].to_list() == ['{"zzz":"extra"}', None]
+    assert_frame_equal(table(one, "bronze_events"), bronze)
