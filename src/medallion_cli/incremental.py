@@ -76,6 +76,7 @@ class LayerPlan:
     started_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)
     file_times: dict[str, int] = field(default_factory=dict)  # landing file -> its _ingested_at (µs)
+    file_order: tuple[str, ...] = ()  # landing files in the order the source frame reads them
     snapshot_versions: dict[str, int] = field(default_factory=dict)  # snapshot input -> version read
     snapshot_frames: dict[str, Any] = field(default_factory=dict)  # snapshot input -> its frame
 
@@ -306,6 +307,7 @@ def _plan_files(
         return plan
     scan = sources.scan_landing(landing.subset(chosen), layer.source, project.storage)
     plan.source, plan.warnings = with_ingestion_times(scan.frame, times, started), plan.warnings + list(scan.warnings)
+    plan.file_order = scan.order
     plan.watermark_after = (f"last batch: {len(chosen)} file(s) at {_iso(started)}", micros(started))
     return plan
 

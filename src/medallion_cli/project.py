@@ -35,6 +35,9 @@ RUNTIME_INPUTS = ("run_id", "run_started_at")
 
 EXTRA_COLUMNS = ("ignore", "rescue", "fail")
 
+# Memory a table's work unit may use, by default (conf/project.yml: medallion.memory_budget_mb).
+DEFAULT_MEMORY_BUDGET_MB = 1024
+
 
 @dataclass(frozen=True)
 class SettleRule:
@@ -139,6 +142,19 @@ class IncrementalConfig:
 
 
 @dataclass(frozen=True)
+class PartitionConfig:
+    """How a table's work may split into units (``medallion.partition``).
+
+    ``by: files`` (bronze): each unit reads a subset of the batch's landing files, at most
+    ``max_files`` of them and no more than the project's memory budget holds (estimated
+    from the files' sizes); every unit's files are committed in one Delta transaction.
+    """
+
+    by: str
+    max_files: int | None = None
+
+
+@dataclass(frozen=True)
 class LayerConfig:
     """One layer: a FlowerPower pipeline plus medallion's source and target."""
 
@@ -154,6 +170,7 @@ class LayerConfig:
     layer_tag: str | None = None  # medallion.layer: the layer it belongs to (default: its name)
     snapshots: tuple[SnapshotInput, ...] = ()  # further inputs, read whole
     retry: Any = None  # flow.NodeRetry: re-run the DAG on the listed exceptions (None: no retries)
+    partition: PartitionConfig | None = None  # None: the table runs as one unit
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -176,6 +193,7 @@ class Project:
     tool: dict[str, Any]
     state_path: Path = Path(".medallion/state.duckdb")
     storage: Any = None  # storage.Storage: options for object-store URIs
+    memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB  # what one work unit may use (tables with medallion.partition)
 
     @property
     def lock_dir(self) -> Path:
@@ -331,8 +349,12 @@ def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Projec
         overrides, where=str(project_path),
         retry=RetryPolicy.from_config(section.get("retry"), where=str(project_path)),
     )
+    budget = section.get("memory_budget_mb", DEFAULT_MEMORY_BUDGET_MB)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 64:
+        raise ConfigError(f"{project_path}: medallion.memory_budget_mb must be an integer of at least 64, got {budget!r}",
+                          hint=f"e.g. `memory_budget_mb: {DEFAULT_MEMORY_BUDGET_MB}`")
     return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool, state_path=state_path,
-                   storage=storage)
+                   storage=storage, memory_budget_mb=budget)
 
 
 def _pipeline_names(root: Path, listed: Any, project_path: Path) -> list[str]:
@@ -433,7 +455,29 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         layer_tag=_layer_tag(med.get("layer"), path),
         snapshots=snapshots,
         retry=retry,
+        partition=_load_partition(med.get("partition"), path, source, target),
     )
+
+
+def _load_partition(value: Any, path: Path, source: SourceConfig, target: TargetConfig) -> PartitionConfig | None:
+    """``medallion.partition``: how the table's work may split into units (None: one unit)."""
+    if value is None:
+        return None
+    spec = _mapping(value, path, "medallion.partition")
+    unknown = sorted(set(spec) - {"by", "max_files"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown medallion.partition key {unknown[0]!r}", hint="keys: by, max_files")
+    by = spec.get("by")
+    if by != "files":
+        raise ConfigError(f"{path}: medallion.partition.by must be `files`, got {by!r}",
+                          hint="`partition: {by: files, max_files: 4}` splits a bronze batch by landing files")
+    if source.landing is None or target.mode != "append":
+        raise ConfigError(f"{path}: medallion.partition {{by: files}} needs a landing source and target mode append",
+                          hint="remove medallion.partition: the table then runs as one unit")
+    max_files = spec.get("max_files")
+    if max_files is not None and (not isinstance(max_files, int) or isinstance(max_files, bool) or max_files < 1):
+        raise ConfigError(f"{path}: medallion.partition.max_files must be a positive integer, got {max_files!r}")
+    return PartitionConfig(by="files", max_files=max_files)
 
 
 def _load_inputs(med: dict[str, Any], path: Path) -> tuple[SourceConfig, Any, tuple[SnapshotInput, ...]]:

@@ -571,6 +571,18 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         ctx.fp_project = load_flowerpower(project.root)
     inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
                    "run_started_at": plan.started_at})
+    if layer.partition is not None:
+        from medallion_cli import units
+
+        if units.why_one_unit(layer, plan, uri) is None:
+            rank = {name: i for i, name in enumerate(plan.file_order)}
+            ordered = sorted(plan.files, key=lambda f: (rank.get(f.name, len(rank)), f.name))
+            split = units.plan_units(ordered, budget_mb=project.memory_budget_mb, max_files=layer.partition.max_files)
+            if len(split) > 1:
+                try:
+                    return _run_units(ctx, layer, plan, inputs, split, uri, overrides, warnings, t_layer)
+                except units.UnitsNotApplicable as exc:  # nothing was committed: run the batch as one unit
+                    warnings.append(f"{target.table} ran as one unit: {exc}")
 
     def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
         adapters = None
@@ -663,6 +675,81 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     rows_out = outcome.rows if outcome.rows is not None else df.height
     result = _result(layer, uri, plan, status, outcome, rows_in, rows_out, time.perf_counter() - t_layer, warnings)
     return replace(result, quality=report, attempts=attempts)
+
+
+def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[str, Any], split: list[list[Any]],
+               uri: str, overrides: dict[str, Any], warnings: list[str], t_layer: float) -> LayerResult:
+    """Run a bronze batch as work units (``medallion.partition``) and commit them once.
+
+    Each unit reads its own landing files (with the ingestion times the plan gave them),
+    runs the DAG, is collected alone and written as a Parquet file; the files of every unit
+    are committed in one Delta transaction carrying the same watermark and metadata as the
+    one-unit write, so a table never shows part of a batch.
+    """
+    import polars as pl
+
+    from medallion_cli import sources, units
+    from medallion_cli.commits import write_app_id
+    from medallion_cli.incremental import from_micros, with_ingestion_times
+
+    project, store, storage, target = ctx.project, ctx.store, ctx.project.storage, layer.target
+    columns = plan.source.collect_schema()  # every unit's source gets the whole batch's columns
+    root = project.resolve_path(str(layer.source.landing))
+    attempts = 0
+
+    def compute(files: list[Any]) -> tuple[Any, int]:
+        nonlocal attempts
+        scan = sources.scan_landing(sources.LandingFiles(root, tuple(files)), layer.source, storage)
+        frame = with_ingestion_times(scan.frame, {f.name: from_micros(plan.file_times[f.name]) for f in files},
+                                     plan.started_at)
+        have = frame.collect_schema()
+        frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in columns.items()
+                                   if name not in have).select(list(columns))
+        unit_inputs = {**inputs, layer.source.input_name: frame}
+
+        def once() -> tuple[Any, int]:
+            value = run_dag(ctx.fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
+                            executor=ctx.executor or layer.executor, pipelines_dir=project.root / "pipelines")
+            try:
+                return _collect(value, frame, layer)
+            except PipelineError:
+                _raise_landing_diagnosis(project, plan)
+                raise
+
+        (df, rows_in), tries, retried = with_retries(once, layer.retry, root=project.root, where=str(layer.config_path),
+                                                     layer=layer.name)
+        attempts += tries
+        warnings.extend(retried)
+        check_target_columns(layer, df.columns)
+        return df, rows_in
+
+    def before_commit() -> None:
+        _crash_point(layer, "units_written")
+        _check_files_unchanged(plan)
+
+    try:
+        actions, schema, rows_in, _rows = units.run_units(
+            split, compute, uri, target, run_id=ctx.run_id, storage=storage, before_commit=before_commit,
+            on_unit=lambda index: _crash_point(layer, "unit_written"))
+    finally:
+        ctx.attempts[layer.name] = attempts
+    wm = plan.watermark_after
+    metadata = build_metadata(
+        run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind,
+        watermark_column=plan.watermark_column, watermark=wm[0] if wm else None, watermark_int=wm[1] if wm else None,
+        files=_file_records(plan),
+    )
+    transactions = [(app_id(target.table), wm[1]) if wm else (write_app_id(target.table), time.time_ns() // 1000),
+                    *((snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items())]
+    outcome = units.commit_units(actions, schema, uri, target, metadata=metadata, transactions=transactions,
+                                 storage=storage)
+    outcome = replace(outcome, metrics={**outcome.metrics, "units": len(split)})
+    _crash_point(layer, "committed")
+    _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
+    _crash_point(layer, "recorded")
+    status = "written" if outcome.version is not None else "unchanged"
+    result = _result(layer, uri, plan, status, outcome, rows_in, outcome.rows, time.perf_counter() - t_layer, warnings)
+    return replace(result, attempts=attempts)
 
 
 def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str,

@@ -266,6 +266,9 @@ class LandingScan:
     frame: pl.LazyFrame
     warnings: tuple[str, ...] = ()
     extra_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # file name -> columns
+    # File names in the order their rows appear in ``frame`` (files are read in groups of
+    # one format and schema); a contiguous run of them scans in the same order alone.
+    order: tuple[str, ...] = ()
 
 
 def _as_source(source: SourceConfig | dict[str, str], root: str) -> SourceConfig:
@@ -343,7 +346,8 @@ def scan_landing(files: LandingFiles, source: SourceConfig | dict[str, str], sto
         what = f"kept as JSON in {RESCUED_COLUMN}" if rescue else "ignored"
         listed = [f"{name} ({', '.join(cols)})" for name, cols in extras.items()]
         warnings.append(f"column(s) not in medallion.source.schema {what}: {_short(listed)}")
-    return LandingScan(frame, tuple(warnings), extras)
+    order = tuple(f.name for group in groups.values() for f in group)
+    return LandingScan(frame, tuple(warnings), extras, order)
 
 
 def _format_of(files: LandingFiles, name: str) -> str:

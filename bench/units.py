@@ -1,0 +1,67 @@
+"""Peak RSS and rows/s of `medallion run bronze_events` with and without work units.
+
+Generates --rows events in --files Parquet files (seeded, bench/generate.py in a child),
+scaffolds two projects with the real `medallion init --no-sample-data`, lands the same
+files in both, declares `medallion.partition: {by: files, max_files: N}` in the second,
+and runs `medallion run bronze_events` in each, in a fresh child (wall, peak RSS from
+wait4), then checks both tables hold the same rows.
+
+    python bench/units.py [--rows 5000000] [--files 20] [--max-files 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import WORK, child_env, fresh_project, generate, load, measured, medallion  # noqa: E402
+
+
+def declare_units(project: Path, max_files: int) -> None:
+    path = project / "conf" / "pipelines" / "bronze_events.yml"
+    text = path.read_text()
+    path.write_text(text + f"  partition: {{by: files, max_files: {max_files}}}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--max-files", type=int, default=2)
+    args = parser.parse_args()
+    root = WORK / f"units_{args.rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    events, _ = generate(root, args.rows, args.files)
+    results = {}
+    for name, units in (("one_unit", None), ("units", args.max_files)):
+        project = fresh_project(root, events, name)
+        if units:
+            declare_units(project, units)
+        m = measured(medallion("run", "bronze_events", "--json", "-q"), project)
+        doc = json.loads(m.pop("stdout"))
+        bronze = doc["layers"][0]
+        results[name] = {**m, "rows": bronze["rows_out"], "rows_per_s": round(bronze["rows_out"] / m["wall_s"]),
+                         "metrics": bronze["metrics"], "load": load()}
+        print(f"{name:<9} wall {m['wall_s']:6.2f}s  peak RSS {m['peak_rss_mib']:7.0f} MiB  "
+              f"{results[name]['rows_per_s']:>10,} rows/s  {bronze['metrics']}  ({load()})", file=sys.stderr)
+    check = subprocess.run([sys.executable, "-c", (
+        "import polars as pl, sys; a, b = (pl.scan_delta(p).drop('_ingested_at', '_run_id') for p in sys.argv[1:]);"
+        "cols = a.collect_schema().names();"
+        "print(a.sort(cols, nulls_last=True).collect().equals(b.sort(cols, nulls_last=True).collect()))"),
+        str(root / "one_unit" / "lake" / "bronze_events"), str(root / "units" / "lake" / "bronze_events")],
+        capture_output=True, text=True, env=child_env())
+    results["same_rows"] = check.stdout.strip() == "True"
+    print(f"same rows: {results['same_rows']} {check.stderr.strip()[-300:]}", file=sys.stderr)
+    (WORK / "units_results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

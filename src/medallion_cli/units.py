@@ -1,0 +1,284 @@
+"""Work units: run one table's batch in pieces that fit a memory budget, commit them once.
+
+A bronze table that declares ``medallion.partition: {by: files, max_files: N}`` splits its
+batch of landing files into units. Each unit runs the pipeline's DAG on its own files,
+collects only its own output, and writes it as a Parquet data file under the table root
+(``part-<run_id>-<unit>-<uuid>.parquet``), returning an ``AddAction`` whose Delta stats
+(numRecords, minValues, maxValues, nullCount) are computed here. Nothing is visible until
+the driver commits every unit's files in **one** Delta transaction carrying the watermark
+(app transaction) and the run's metadata, exactly as the one-unit write does. A run killed
+between the unit writes and the commit leaves files no version references: readers never
+see them, the re-run writes its own, and ``medallion vacuum TABLE --full`` removes them.
+
+The unit boundary is the one a distributed engine would use: the driver plans units and
+commits; a worker needs only a unit's file list and returns its ``AddAction`` list.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from medallion_cli.materialize import WriteOutcome, prepare_frame, reconcile_schema
+from medallion_cli.project import TargetConfig
+from medallion_cli.storage import Storage, is_remote
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from medallion_cli.sources import LandingFile
+
+MB = 1024 * 1024
+
+# In-memory size of a landing file's rows per byte on disk, by format (measured on the
+# generated events: Parquet ~4.5x, CSV ~1.2x, JSON lines ~0.8x; gzip adds ~5x).
+EXPANSION = {"parquet": 5.0, "csv": 1.5, "ndjson": 1.0}
+GZIP_EXPANSION = 5.0
+# A unit holds its source rows, the DAG's output and the Parquet being encoded at once.
+WORKING_SET = 3.0
+# Delta stats: longer strings get a truncated min and no max (a truncated max is no bound).
+STATS_STRING_PREFIX = 32
+
+
+class UnitsNotApplicable(Exception):
+    """The batch cannot be committed as units (the table's schema would change): run it as one."""
+
+
+def estimated_bytes(file: LandingFile) -> int:
+    """Memory a landing file's rows take once read (an estimate from its size and format)."""
+    factor = EXPANSION.get(file.format, 1.5) * (GZIP_EXPANSION if file.compression else 1.0)
+    return int(file.size * factor)
+
+
+def plan_units(files: Sequence[LandingFile], *, budget_mb: int, max_files: int | None = None) -> list[list[LandingFile]]:
+    """Split ``files`` into consecutive units of at most ``max_files`` files whose working
+    set (:func:`estimated_bytes` times :data:`WORKING_SET`) fits ``budget_mb``.
+
+    Every file is in exactly one unit and the order is kept: given in the order the
+    one-unit scan reads them (``LayerPlan.file_order``), the units' rows, concatenated,
+    are in the one-unit order, so that whatever downstream breaks ties by row order does
+    the same. A file too big for the budget alone is a unit of its own (splitting one file
+    by row groups is not done yet).
+    """
+    budget = budget_mb * MB
+    units: list[list[LandingFile]] = []
+    current: list[LandingFile] = []
+    used = 0.0
+    for file in files:
+        cost = estimated_bytes(file) * WORKING_SET
+        full = max_files is not None and len(current) >= max_files
+        if current and (full or used + cost > budget):
+            units.append(current)
+            current, used = [], 0.0
+        current.append(file)
+        used += cost
+    if current:
+        units.append(current)
+    return units
+
+
+def why_one_unit(layer: Any, plan: Any, uri: str) -> str | None:
+    """Why this run of ``layer`` cannot split (None: it can). Only declared, plain appends
+    of landing files split; everything else runs as one unit, exactly as without units."""
+    if layer.partition is None:
+        return "no medallion.partition"
+    if layer.incremental is None or layer.incremental.strategy != "files":
+        return "not an incremental (files) table"
+    if plan.write_mode != "append":
+        return f"write mode {plan.write_mode} (changed files or a full refresh)"
+    if layer.quality is not None:
+        return "a quality gate checks the whole batch"
+    if layer.target.partition_by:
+        return "partitioned target"
+    if plan.output_filter is not None:
+        return "an output filter"
+    if is_remote(uri):
+        return "object-store table (local lakes only for now)"
+    return None
+
+
+# -- one unit: its output frame to a Parquet file and an AddAction ---------------------------
+def _iso_ms(value: datetime, *, up: bool) -> str:
+    """A UTC timestamp at millisecond precision (Delta stats), rounded down or up so the
+    value stays a bound of the column."""
+    value = value.astimezone(timezone.utc)
+    floor = value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if up and floor != value:
+        floor += timedelta(milliseconds=1)
+    return floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{floor.microsecond // 1000:03d}Z"
+
+
+def file_stats(df: pl.DataFrame) -> str:
+    """Delta statistics of ``df`` as the ``stats`` JSON string of an ``AddAction``.
+
+    Integers, floats (NaN ignored), booleans, dates, UTC timestamps (min rounded down, max
+    up to the millisecond) and strings get minValues/maxValues and nullCount; other types
+    (lists, structs, decimals, binary) get none, which only costs data skipping.
+    """
+    import polars as pl
+
+    stats: dict[str, Any] = {"numRecords": df.height, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    wanted = []
+    for name, dtype in df.schema.items():
+        if dtype.is_integer() or dtype.is_float() or dtype in (pl.Boolean, pl.Date, pl.String) or (
+                isinstance(dtype, pl.Datetime) and dtype.time_zone is not None):
+            wanted.append(name)
+    if not wanted or df.height == 0:
+        stats["nullCount"] = {name: 0 for name in wanted}
+        return json.dumps(stats, separators=(",", ":"))
+    exprs = []
+    for i, name in enumerate(wanted):
+        col = pl.col(name).fill_nan(None) if df.schema[name].is_float() else pl.col(name)
+        exprs += [col.min().alias(f"min{i}"), col.max().alias(f"max{i}"), pl.col(name).null_count().alias(f"nulls{i}")]
+    row = df.select(exprs).row(0)
+    for i, name in enumerate(wanted):
+        low, high, nulls = row[3 * i], row[3 * i + 1], row[3 * i + 2]
+        stats["nullCount"][name] = int(nulls)
+        if low is None or high is None:
+            continue
+        if isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high)):
+            continue
+        if isinstance(low, datetime):
+            low, high = _iso_ms(low, up=False), _iso_ms(high, up=True)
+        elif isinstance(low, date):
+            low, high = low.isoformat(), high.isoformat()
+        elif isinstance(low, str):
+            low = low[:STATS_STRING_PREFIX]
+            if len(high) > STATS_STRING_PREFIX:
+                stats["minValues"][name] = low
+                continue
+        stats["minValues"][name] = low
+        stats["maxValues"][name] = high
+    return json.dumps(stats, separators=(",", ":"))
+
+
+def write_unit_file(df: pl.DataFrame, uri: str, *, run_id: str, unit: int) -> Any:
+    """Write ``df`` as one Parquet file under the table root; its ``AddAction`` (uncommitted)."""
+    from deltalake.transaction import AddAction
+
+    name = f"part-{run_id}-{unit:05d}-{uuid.uuid4().hex}.parquet"
+    buffer = io.BytesIO()
+    df.write_parquet(buffer, compression="snappy", statistics=True)
+    data = buffer.getvalue()
+    os.makedirs(uri, exist_ok=True)
+    path = os.path.join(uri, name)
+    with open(path, "wb") as out:
+        out.write(data)
+    return AddAction(path=name, size=len(data), partition_values={}, modification_time=int(time.time() * 1000),
+                     data_change=True, stats=file_stats(df))
+
+
+def remove_unit_files(uri: str, actions: Sequence[Any]) -> None:
+    """Delete files written for a batch that will not be committed (best effort)."""
+    for action in actions:
+        try:
+            os.remove(os.path.join(uri, action.path))
+        except OSError:
+            pass
+
+
+# -- the batch: every unit, then one commit ---------------------------------------------------
+def run_units(
+    units: Sequence[Sequence[LandingFile]],
+    compute: Callable[[Sequence[LandingFile]], tuple[pl.DataFrame, int]],
+    uri: str,
+    target: TargetConfig,
+    *,
+    run_id: str,
+    storage: Storage,
+    before_commit: Callable[[], None] = lambda: None,
+    on_unit: Callable[[int], None] = lambda unit: None,
+) -> tuple[list[Any], Any, int, int]:
+    """Run every unit (``compute`` gives a unit's output frame and its source row count),
+    check its schema against the table's (``prepare_frame``, ``reconcile_schema``) and write
+    its Parquet file. Returns the ``AddAction``s, the Delta schema to commit with, and the
+    rows read and written. Nothing is committed; on any failure the files written so far
+    are removed. Raises :class:`UnitsNotApplicable` when a unit would change the table's
+    schema (new columns, or units that disagree), so that the batch runs as one unit.
+    """
+    from deltalake import Schema as DeltaSchema
+
+    exists = storage.is_table(uri)
+    actions: list[Any] = []
+    schema: Any = None
+    rows_in = rows_out = 0
+    try:
+        for index, files in enumerate(units):
+            df, read = compute(files)
+            df = prepare_frame(df, table=target.table)
+            if exists:
+                df, added, _missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
+                                                       storage=storage)
+                if added:
+                    raise UnitsNotApplicable(f"the output adds column(s) {', '.join(added)}")
+            if schema is None:
+                schema = df.schema
+            elif df.schema != schema:
+                raise UnitsNotApplicable("units produced different schemas")
+            rows_in += read
+            rows_out += df.height
+            if df.height:
+                actions.append(write_unit_file(df, uri, run_id=run_id, unit=index))
+            del df
+            on_unit(index)
+        before_commit()
+    except BaseException:
+        remove_unit_files(uri, actions)
+        raise
+    delta_schema = storage.table(uri).schema() if exists else DeltaSchema.from_arrow(_arrow_schema(schema))
+    return actions, delta_schema, rows_in, rows_out
+
+
+def _arrow_schema(schema: Any) -> Any:
+    import polars as pl
+
+    return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+def commit_units(
+    actions: Sequence[Any],
+    schema: Any,
+    uri: str,
+    target: TargetConfig,
+    *,
+    metadata: dict[str, str],
+    transactions: Sequence[tuple[str, int]],
+    storage: Storage,
+) -> WriteOutcome:
+    """Commit every unit's files in one Delta transaction with the run's metadata and app
+    transactions (the watermark). A missing table is created by that same commit. An
+    empty batch on an existing table commits nothing, as the one-unit append does."""
+    from deltalake import CommitProperties, Transaction
+    from deltalake.transaction import create_table_with_add_actions
+
+    exists = storage.is_table(uri)
+    rows = sum(json.loads(a.stats)["numRecords"] for a in actions)
+    if not actions and exists:
+        return WriteOutcome(operation="none", version=None, rows=0)
+    metadata, done = storage.write_guard(uri, metadata, exists=exists)
+    commit = CommitProperties(custom_metadata=metadata,
+                              app_transactions=[Transaction(app, version) for app, version in transactions] or None)
+    what = f"committing {len(actions)} unit file(s) to {target.table}"
+    if exists:
+        storage.call(lambda: storage.table(uri).create_write_transaction(list(actions), mode="append", schema=schema,
+                                                                         commit_properties=commit),
+                     what=what, uri=uri, done=done)
+        operation = "append"
+    else:
+        # As with the one-unit write, two creators race on version 0: the loser appends.
+        storage.call(lambda: create_table_with_add_actions(uri, schema, list(actions), mode="append",
+                                                           configuration=target.properties or None,
+                                                           storage_options=storage.delta(uri),
+                                                           commit_properties=commit),
+                     what=what, uri=uri, done=done)
+        operation = "create"
+    version = storage.table(uri).version()
+    return WriteOutcome(operation=operation, version=version, metrics={"num_output_rows": rows, "num_added_files": len(actions)},
+                        rows=rows)

@@ -1,0 +1,317 @@
+"""Work units (``medallion.partition: {by: files}``): a bronze batch split into units gives
+the table a one-unit run gives, in one Delta commit carrying the same watermark; a run
+killed between the unit writes and the commit leaves the table as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from deltalake import DeltaTable, write_deltalake
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from batches import EventStream
+from conftest import medallion
+from medallion_cli import runner, units
+from medallion_cli.sources import LandingFile
+from medallion_cli.units import file_stats, plan_units
+
+TABLES = {
+    "bronze_events": ["_source_file", "event_id", "updated_at", "amount"],
+    "silver_events": ["event_id"],
+    "gold_daily_sales": ["event_date", "region"],
+    "bronze_customers": ["_source_file", "customer_id", "updated_at"],
+    "silver_customers": ["customer_id"],
+    "gold_sales_by_segment": ["event_date", "segment"],
+}
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A settable run clock and run id, so two projects run at the same times get
+    identical tables (``_ingested_at`` and ``_run_id`` included)."""
+    now = {"at": T0}
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return now["at"]
+
+    monkeypatch.setattr(runner, "datetime", Frozen)
+    monkeypatch.setattr(runner, "new_run_id", lambda at: f"{now['at']:%Y%m%dT%H%M%SZ}-000000")
+    return now
+
+
+def partition(project: Path, **spec) -> None:
+    path = project / "conf" / "pipelines" / "bronze_events.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["partition"] = {"by": "files", **spec}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def budget(project: Path, mb: int) -> None:
+    path = project / "conf" / "project.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["memory_budget_mb"] = mb
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def land(project: Path, stream: EventStream, batches: int, n: int = 60) -> None:
+    for _ in range(batches):
+        stream.write(stream.batch(n), project / "data" / "landing" / "events")
+
+
+def twins(project: Path, tmp_path: Path, **spec) -> tuple[Path, Path]:
+    """The project (one unit, as today) and a copy whose bronze_events splits into units."""
+    split = tmp_path / "split"
+    shutil.copytree(project, split)
+    partition(split, **spec)
+    return project, split
+
+
+def run(clock, project: Path, *args: str, at: datetime) -> dict:
+    clock["at"] = at
+    r = medallion("run", *args, "-C", project, "--json", "-q")
+    assert r.exit_code == 0, r
+    return json.loads(r.stdout)
+
+
+def table(project: Path, name: str) -> pl.DataFrame:
+    df = pl.read_delta(str(project / "lake" / name))
+    return df.sort([*TABLES[name], *(c for c in df.columns if c not in TABLES[name])], nulls_last=True)
+
+
+def layer(doc: dict, name: str) -> dict:
+    return next(l for l in doc["layers"] if l["table"] == name)
+
+
+def commit_info(project: Path, name: str) -> tuple[int, int | None, dict]:
+    dt = DeltaTable(str(project / "lake" / name))
+    last = dt.history(1)[0]
+    meta = {k: v for k, v in last.items() if k.startswith("medallion.") and k != "medallion.write_id"}
+    return dt.version(), dt.transaction_version(f"medallion/{name}"), meta
+
+
+def test_units_give_the_one_unit_tables_in_one_commit(project, tmp_path, clock):
+    stream = EventStream(seed=3)
+    land(project, stream, 4)
+    one, split = twins(project, tmp_path, max_files=2)  # 7 files: 4 units
+    for p in (one, split):
+        doc = run(clock, p, "all", at=T0)
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 4
+    assert layer(doc, "bronze_events")["rows_out"] == table(one, "bronze_events").height
+    for name in TABLES:
+        assert_frame_equal(table(one, name), table(split, name))
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+    assert commit_info(split, "bronze_events")[0] == 0  # one version for the whole batch
+
+    # A second batch on the existing table: one more version, same watermark and metadata.
+    land(one, stream, 3, n=50)
+    for f in (one / "data" / "landing" / "events").iterdir():
+        shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
+    for p in (one, split):
+        doc = run(clock, p, "all", at=T0 + timedelta(hours=1))
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 2
+    for name in TABLES:
+        assert_frame_equal(table(one, name), table(split, name))
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+    assert commit_info(split, "bronze_events")[0] == 1
+    # The state file holds the same watermark.
+    shown = []
+    for p in (one, split):
+        r = medallion("watermark", "show", "bronze_events", "-C", p, "--json")
+        assert r.exit_code == 0, r
+        shown.append([{k: v for k, v in w.items() if k != "updated_at"} for w in json.loads(r.stdout)["watermarks"]])
+    assert shown[0] == shown[1] and shown[0][0]["files_ingested"] == 10
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(files=st.integers(2, 6), max_files=st.integers(1, 5), seed=st.integers(0, 1000))
+def test_any_unit_count_gives_the_same_bronze(template_project, tmp_path_factory, files, max_files, seed):
+    # hypothesis draws several examples per test: fixtures are made by hand
+    base = tmp_path_factory.mktemp("units")
+    one = base / "one"
+    shutil.copytree(template_project, one)
+    land(one, EventStream(seed=seed), files, n=30)
+    split = base / "split"
+    shutil.copytree(one, split)
+    partition(split, max_files=max_files)
+    now = {"at": T0}
+    with pytest.MonkeyPatch.context() as mp:
+        class Frozen(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return now["at"]
+
+        mp.setattr(runner, "datetime", Frozen)
+        mp.setattr(runner, "new_run_id", lambda at: "20261101T080000Z-000000")
+        for p in (one, split):
+            r = medallion("run", "bronze_events", "-C", p, "-q")
+            assert r.exit_code == 0, r
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+
+
+def test_the_memory_budget_sizes_units_by_landing_file_size(project, tmp_path, clock, monkeypatch):
+    files = [LandingFile(path=f"/x/f{i}.parquet", name=f"f{i}.parquet", format="parquet", size=40 * 1024 * 1024,
+                         mtime_ns=0) for i in range(6)]
+    # 40 MB of Parquet is ~200 MB in memory, ~600 MB of working set: one file per 1 GB unit
+    assert [len(u) for u in plan_units(files, budget_mb=1024)] == [1] * 6
+    assert [len(u) for u in plan_units(files, budget_mb=2048)] == [3, 3]
+    assert [len(u) for u in plan_units(files, budget_mb=100_000, max_files=4)] == [4, 2]
+    split = plan_units(list(reversed(files)), budget_mb=2048, max_files=5)
+    assert [f.name for u in split for f in u] == [f.name for f in reversed(files)]  # each file once, in order
+    # The project's budget: with a working set this large, each template file is a unit.
+    monkeypatch.setattr(units, "WORKING_SET", 1e6)
+    _one, split = twins(project, tmp_path)
+    budget(split, 64)
+    assert layer(run(clock, split, "bronze_events", at=T0), "bronze_events")["metrics"]["units"] == 3
+    monkeypatch.setattr(units, "WORKING_SET", 3.0)
+    split2 = tmp_path / "split2"
+    shutil.copytree(project, split2)
+    partition(split2)  # the default budget (1 GiB) holds the three small files: one unit, as without units
+    assert "units" not in layer(run(clock, split2, "bronze_events", at=T0), "bronze_events")["metrics"]
+
+
+def test_a_run_killed_between_unit_writes_and_the_commit_changes_nothing(project, tmp_path, clock):
+    stream = EventStream(seed=4)
+    land(project, stream, 3)
+    one, split = twins(project, tmp_path, max_files=1)
+    for p in (one, split):
+        run(clock, p, "bronze_events", at=T0)
+    before = table(split, "bronze_events")
+    version = DeltaTable(str(split / "lake" / "bronze_events")).version()
+    files_before = set((split / "lake" / "bronze_events").glob("*.parquet"))
+    land(one, stream, 3)
+    for f in (one / "data" / "landing" / "events").iterdir():
+        shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
+
+    env = dict(os.environ, MEDALLION_TEST_CRASH_AT="bronze_events:units_written")
+    proc = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "bronze_events", "-C", str(split), "-q"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    orphans = set((split / "lake" / "bronze_events").glob("*.parquet")) - files_before
+    assert len(orphans) == 3  # written, never committed
+    assert DeltaTable(str(split / "lake" / "bronze_events")).version() == version
+    assert_frame_equal(table(split, "bronze_events"), before)  # readers never see them
+
+    # An injected failure at the same point removes what it wrote.
+    os.environ["MEDALLION_TEST_FAIL_AT"] = "bronze_events:units_written"
+    clock["at"] = T0 + timedelta(minutes=30)
+    try:
+        r = medallion("run", "bronze_events", "-C", split, "-q")
+    finally:
+        del os.environ["MEDALLION_TEST_FAIL_AT"]
+    assert r.exit_code == 1 and "injected failure" in r.stderr, r
+    assert set((split / "lake" / "bronze_events").glob("*.parquet")) - files_before == orphans
+
+    for p in (one, split):
+        run(clock, p, "all", at=T0 + timedelta(hours=1))
+    for name in TABLES:
+        assert_frame_equal(table(one, name), table(split, name))
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+
+    clock["at"] = T0 + timedelta(hours=2)
+    r = medallion("vacuum", "bronze_events", "-C", split, "--full", "--retention-hours", "0",
+                  "--allow-short-retention", "--yes", "-q")
+    assert r.exit_code == 0, r
+    assert not any(o.exists() for o in orphans)
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+
+
+def test_units_are_opt_in_and_only_for_plain_appends(project, tmp_path, clock):
+    stream = EventStream(seed=6)
+    land(project, stream, 3)
+    one, split = twins(project, tmp_path, max_files=1)
+    for p in (one, split):
+        doc = run(clock, p, "all", at=T0)
+    assert "units" not in layer(json.loads(json.dumps(doc)), "silver_events")["metrics"]
+    # A full refresh overwrites: one unit, the same table as without units.
+    for p in (one, split):
+        doc = run(clock, p, "bronze_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=1))
+    assert "units" not in layer(doc, "bronze_events")["metrics"]
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+    # A declaration on a table that is not a landing append is refused.
+    path = split / "conf" / "pipelines" / "silver_events.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["partition"] = {"by": "files"}
+    path.write_text(yaml.safe_dump(data))
+    r = medallion("run", "all", "-C", split, "-q")
+    assert r.exit_code == 2 and "medallion.partition" in r.stderr, r
+
+
+def test_unit_file_stats_match_what_delta_rs_writes(tmp_path):
+    at = datetime(2024, 1, 1, 0, 0, 0, 123456, tzinfo=timezone.utc)
+    df = pl.DataFrame({
+        "s": ["a" * 40, "b", None], "i": [1, None, 3], "f": [1.5, float("nan"), None],
+        "d": [date(2024, 1, 1), None, date(2024, 2, 1)], "t": [at, None, datetime(2024, 1, 2, tzinfo=timezone.utc)],
+        "b": [True, False, None], "l": [[1], [2], None],
+    })
+    write_deltalake(str(tmp_path / "t"), df)
+    log = next((tmp_path / "t" / "_delta_log").glob("*.json")).read_text().splitlines()
+    theirs = json.loads(next(json.loads(l)["add"]["stats"] for l in log if '"add"' in l))
+    ours = json.loads(file_stats(df))
+    assert ours["numRecords"] == theirs["numRecords"] == 3
+    assert ours["nullCount"] == theirs["nullCount"]
+    # The same bounds, except: a long string has a truncated min and no max, and a
+    # timestamp's max is rounded up to the millisecond (delta-rs truncates it).
+    for side in ("minValues", "maxValues"):
+        for col in ("i", "f", "d", "b"):
+            assert ours[side][col] == theirs[side][col], (side, col)
+    assert ours["minValues"]["s"] == "a" * 32 and "s" in ours["maxValues"] and ours["maxValues"]["s"] == "b"
+    assert ours["minValues"]["t"] == "2024-01-01T00:00:00.123Z" and ours["maxValues"]["t"] == "2024-01-02T00:00:00.000Z"
+    assert "l" not in ours["minValues"] and "l" not in ours["nullCount"]
+
+
+def test_data_skipping_on_unit_files_keeps_every_matching_row(project, tmp_path, clock):
+    land(project, EventStream(seed=9), 5)
+    _one, split = twins(project, tmp_path, max_files=1)
+    run(clock, split, "bronze_events", at=T0)
+    uri = str(split / "lake" / "bronze_events")
+    full = pl.read_delta(uri)
+    for expr in (pl.col("updated_at") >= full["updated_at"].median(), pl.col("event_id") == full["event_id"][7],
+                 pl.col("amount") < 10, pl.col("event_date") == full["event_date"][3]):
+        assert pl.scan_delta(uri).filter(expr).collect().height == full.filter(expr).height
+
+
+def test_units_of_header_only_files_and_rescued_columns(template_project, tmp_path, clock):
+    project = tmp_path / "shop"
+    shutil.copytree(template_project, project)
+    landing = project / "data" / "landing" / "events"
+    for f in landing.iterdir():
+        if not f.name.startswith("."):
+            f.unlink()
+    path = project / "conf" / "pipelines" / "bronze_events.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["source"]["extra_columns"] = "rescue"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    header = "event_id,user_id,event_type,amount,event_date,updated_at,region"
+    for name in ("a.csv", "b.csv"):
+        (landing / name).write_text(header + "\n")
+    one, split = twins(project, tmp_path, max_files=1)
+    for p in (one, split):  # nothing but headers: the table is created empty, in one version
+        doc = run(clock, p, "bronze_events", at=T0)
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 2 and layer(doc, "bronze_events")["rows_out"] == 0
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+    assert commit_info(one, "bronze_events")[1:] == commit_info(split, "bronze_events")[1:]
+    for p in (one, split):  # one unit has an extra column, the other not: both get _rescued_data
+        (p / "data" / "landing" / "events" / "c.csv").write_text(
+            header + ",zzz\ne1,1,click,1.0,2024-01-01,2024-01-01T00:00:00Z,north,extra\n")
+        (p / "data" / "landing" / "events" / "d.csv").write_text(
+            header + "\ne2,1,click,1.0,2024-01-01,2024-01-01T00:00:00Z,north\n")
+        doc = run(clock, p, "bronze_events", at=T0 + timedelta(hours=1))
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 2
+    bronze = table(split, "bronze_events")
+    assert bronze["_rescued_data"].to_list() == ['{"zzz":"extra"}', None]
+    assert_frame_equal(table(one, "bronze_events"), bronze)
