@@ -101,14 +101,14 @@ def test_a_comma_separated_string_is_refused_clearly(project):
 
 
 def test_order_by_naming_a_missing_column_is_a_config_error(project):
-    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at, _source_file]", "order_by: nosuch")
     r = medallion("run", "all", "-C", project)  # first run: found in the output, before silver writes
     assert_clean_error(r, ExitCode.USAGE, "silver_events.yml", "order_by of layer 'silver_events' names column 'nosuch'")
     assert versions(project)["silver_events"] is None
-    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: nosuch", "order_by: [updated_at, _ingested_at]")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: nosuch", "order_by: [updated_at, _ingested_at, _source_file]")
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     before = versions(project)
-    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: nosuch")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at, _source_file]", "order_by: nosuch")
     r = medallion("run", "all", "-C", project)  # table exists: refused before any layer runs
     assert_clean_error(r, ExitCode.USAGE, "names column 'nosuch'", "nor does table silver_events")
     assert versions(project) == before
@@ -116,7 +116,7 @@ def test_order_by_naming_a_missing_column_is_a_config_error(project):
 
 def test_check_finds_key_partition_and_order_columns_the_output_lacks(project):
     _edit(project / "conf" / "pipelines" / "silver_events.yml", "keys: [event_id]", "keys: [event_id, nokey]")
-    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at]", "order_by: noorder")
+    _edit(project / "conf" / "pipelines" / "silver_events.yml", "order_by: [updated_at, _ingested_at, _source_file]", "order_by: noorder")
     _edit(project / "conf" / "pipelines" / "gold_daily_sales.yml", "    mode: overwrite\n", "    mode: overwrite\n    partition_by: nopart\n")
     r = medallion("check", "-C", project, "--json")
     assert r.exit_code == ExitCode.USAGE, r
