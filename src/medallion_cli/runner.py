@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from medallion_cli import __version__
-from medallion_cli.errors import MedallionError, PipelineError, UsageError
+from medallion_cli.errors import ConflictError, MedallionError, PipelineError, UsageError
 from medallion_cli.commits import app_id, build_metadata
 from medallion_cli.checks import preflight_targets
 from medallion_cli.flow import load_flowerpower, resolve_exceptions, run_dag, validate_executor, with_retries
@@ -326,64 +326,67 @@ def run_project(
     run_id = new_run_id(started)
     t0 = time.perf_counter()
     ctx = _Context(project, _SerializedStateStore(project.state_path), run_id, started, options, executor)
-    by_table = {layer.target.table: layer for layer in layers}
-    graph = project_graph(project)
-    results: dict[str, LayerResult] = {}
-    if recorder is not None:
-        recorder.use_store(ctx.store)
-        recorder.start(run_id, started, tables=list(by_table), options=_recorded_options(layer_names, options))
-
-    def work(table: str) -> LayerResult:
-        layer = by_table[table]
-        t_layer = time.perf_counter()
-        with layer_lock(project.lock_dir, layer.name, run_id=run_id, wait=options.wait):
-            return _run_layer(ctx, layer, t_layer)
-
-    def started_one(table: str) -> None:
-        if on_layer_start:
-            on_layer_start(by_table[table])
-
-    def finished(outcome: Outcome) -> None:
-        layer = by_table[outcome.name]
-        if outcome.status == FAILED:
-            result = _failed_result(project, layer, outcome.error, outcome.duration_s)
-            result = replace(result, attempts=getattr(outcome.error, "attempts", ctx.attempts.get(layer.name, 0)))
-        elif outcome.status == SKIPPED:
-            result = _skipped_result(project, layer, outcome)
-        else:
-            result = outcome.value
-        results[outcome.name] = result
-        if recorder is not None:
-            recorder.table(result)
-        if on_layer_done:
-            on_layer_done(result)
-
-    if on_plan:
-        on_plan(layers)
     try:
-        outcomes = run_graph(
-            list(by_table), {t: graph.parents(t) for t in by_table}, work,
-            threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
-            on_start=started_one, on_done=finished,
-        )
-    except BaseException as exc:  # Ctrl-C or a bug: the record says so, the error goes on
+        by_table = {layer.target.table: layer for layer in layers}
+        graph = project_graph(project)
+        results: dict[str, LayerResult] = {}
         if recorder is not None:
-            recorder.abandon(exc)
-        raise
-    failures = [o for o in outcomes if o.status == FAILED]
-    status = "failed" if failures else "succeeded"
-    result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
-                       time.perf_counter() - t0, _retries(project))
-    if failures:
-        # The first failure in run order, so that the exit code does not depend on timing.
-        error = RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]])
+            recorder.use_store(ctx.store)
+            recorder.start(run_id, started, tables=list(by_table), options=_recorded_options(layer_names, options))
+
+        def work(table: str) -> LayerResult:
+            layer = by_table[table]
+            t_layer = time.perf_counter()
+            with _locked(ctx, layer):
+                return _run_layer(ctx, layer, t_layer)
+
+        def started_one(table: str) -> None:
+            if on_layer_start:
+                on_layer_start(by_table[table])
+
+        def finished(outcome: Outcome) -> None:
+            layer = by_table[outcome.name]
+            if outcome.status == FAILED:
+                result = _failed_result(project, layer, outcome.error, outcome.duration_s)
+                result = replace(result, attempts=getattr(outcome.error, "attempts", ctx.attempts.get(layer.name, 0)))
+            elif outcome.status == SKIPPED:
+                result = _skipped_result(project, layer, outcome)
+            else:
+                result = outcome.value
+            results[outcome.name] = result
+            if recorder is not None:
+                recorder.table(result)
+            if on_layer_done:
+                on_layer_done(result)
+
+        if on_plan:
+            on_plan(layers)
+        try:
+            outcomes = run_graph(
+                list(by_table), {t: graph.parents(t) for t in by_table}, work,
+                threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
+                on_start=started_one, on_done=finished,
+            )
+        except BaseException as exc:  # Ctrl-C or a bug: the record says so, the error goes on
+            if recorder is not None:
+                recorder.abandon(exc)
+            raise
+        failures = [o for o in outcomes if o.status == FAILED]
+        status = "failed" if failures else "succeeded"
+        result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
+                           time.perf_counter() - t0, _retries(project))
+        if failures:
+            # The first failure in run order, so that the exit code does not depend on timing.
+            error = RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]])
+            if recorder is not None:
+                error.result = replace(result, document=recorder.finish("failed", error=error,
+                                                                        storage_retries=result.storage_retries))
+            raise error from failures[0].error
         if recorder is not None:
-            error.result = replace(result, document=recorder.finish("failed", error=error,
-                                                                    storage_retries=result.storage_retries))
-        raise error from failures[0].error
-    if recorder is not None:
-        result = replace(result, document=recorder.finish("succeeded", storage_retries=result.storage_retries))
-    return result
+            result = replace(result, document=recorder.finish("succeeded", storage_retries=result.storage_retries))
+        return result
+    finally:
+        ctx.store.close()  # hooks and later commands find the state file free
 
 
 def _recorded_options(layer_names: Sequence[str] | SelectionSpec, options: RunOptions) -> dict[str, Any]:
@@ -505,20 +508,91 @@ class _Context:
 
 # DuckDB shares one database instance between the connections of a process, and two
 # threads creating the schema or writing at the same time fail ("Catalog write-write
-# conflict"): the tables of one run take turns on the state file (connections are brief).
+# conflict"): the tables of one run take turns on the state file.
 _STATE_LOCK = threading.RLock()
 
 
 class _SerializedStateStore(StateStore):
-    """A StateStore whose connections in this process are taken one at a time."""
+    """The state file as one run uses it: threads take turns, on one connection.
+
+    Opening the file costs 15-20 ms and a run reads and writes it about 30 times (sync,
+    plan, record, run records), while a query on an open connection costs under 1 ms: the
+    connection is opened on first use and kept between uses. Another process cannot open
+    the file while it is open, so it is closed whenever a table goes :meth:`away` (runs its
+    DAG and writes Delta, waits for another run's lock) and reopened by the next use, and
+    by :meth:`close` at the end of the run: other commands wait for the metadata work of a
+    run (as they do today for each brief connection), never for its data work.
+    """
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self._con: Any = None
+        self._away = 0  # tables away doing long work: no connection is kept open meanwhile
+        self._depth = 0  # connect() blocks open (nested ones join the outer transaction)
 
     @contextmanager
     def connect(self, *, write: bool = True) -> Iterator[Any]:
-        with _STATE_LOCK, super().connect(write=write) as con:
-            yield con
+        with _STATE_LOCK:
+            if self._depth:  # a block inside a block of this thread (the lock is ours): its transaction
+                yield self._con
+                return
+            if self._con is None and not write and not self.path.exists():
+                with super().connect(write=False) as con:  # nothing to read yet: do not create the file
+                    yield con
+                return
+            if self._con is None:
+                self._con = self._open()
+            self._depth += 1
+            try:
+                with self._transaction(self._con):
+                    yield self._con
+            except BaseException:
+                self._close()  # start again from a fresh connection after any failure
+                raise
+            finally:
+                self._depth -= 1
+                if self._away:
+                    self._close()
+
+    @contextmanager
+    def away(self) -> Iterator[None]:
+        """A stretch of long work in this thread: the file is not held meanwhile."""
+        with _STATE_LOCK:
+            self._away += 1
+            self._close()
+        try:
+            yield
+        finally:
+            with _STATE_LOCK:
+                self._away -= 1
+
+    def close(self) -> None:
+        with _STATE_LOCK:
+            self._close()
+
+    def _close(self) -> None:
+        if self._con is not None:
+            con, self._con = self._con, None
+            con.close()
 
 
-def _crash_point(layer: LayerConfig, point: str) -> None:
+@contextmanager
+def _locked(ctx: _Context, layer: LayerConfig) -> Iterator[None]:
+    """Hold ``layer``'s lock; waiting for another run to release it (``--wait``) is done away
+    from the state file, which that run may need to finish."""
+    lock_dir, run_id, wait = ctx.project.lock_dir, ctx.run_id, ctx.options.wait
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(layer_lock(lock_dir, layer.name, run_id=run_id, wait=None))
+        except ConflictError:
+            if wait is None:
+                raise
+            with ctx.store.away():
+                stack.enter_context(layer_lock(lock_dir, layer.name, run_id=run_id, wait=wait))
+        yield
+
+
+def _crash_point(layer: LayerConfig, point: str, store: _SerializedStateStore | None = None) -> None:
     """Test hooks: ``MEDALLION_TEST_CRASH_AT=layer:point`` SIGKILLs the process right here;
     ``MEDALLION_TEST_FAIL_AT=layer:point`` raises a run failure instead.
 
@@ -534,9 +608,10 @@ def _crash_point(layer: LayerConfig, point: str) -> None:
         raise PipelineError(f"injected failure at {here}")
     pause, _, seconds = os.environ.get("MEDALLION_TEST_PAUSE_AT", "").partition("=")  # layer:point=seconds
     if pause == f"{layer.name}:{point}":
-        if os.environ.get("MEDALLION_TEST_PAUSE_FILE"):
-            open(os.environ["MEDALLION_TEST_PAUSE_FILE"], "w").close()  # tells the test the run got here
-        time.sleep(float(seconds or 5))
+        with store.away() if store is not None else nullcontext():  # a pause stands for long work
+            if os.environ.get("MEDALLION_TEST_PAUSE_FILE"):
+                open(os.environ["MEDALLION_TEST_PAUSE_FILE"], "w").close()  # tells the test the run got here
+            time.sleep(float(seconds or 5))
 
 
 def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult:
@@ -545,7 +620,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     project, store, options = ctx.project, ctx.store, ctx.options
     target = layer.target
     uri = project.table_uri(target.table)
-    _crash_point(layer, "locked")
+    _crash_point(layer, "locked", ctx.store)
     if layer.incremental is not None:
         sync_layer(project, layer, store, run_id=ctx.run_id)
     overrides = layer_overrides(layer, options.overrides)
@@ -555,89 +630,91 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     warnings = [f"ignored {name}: not parquet, CSV or JSON lines" for name in plan.ignored] + plan.warnings
     if not plan.runs:
         return _result(layer, uri, plan, "unchanged", None, 0, None, time.perf_counter() - t_layer, warnings)
-    _crash_point(layer, "planned")
+    # The DAG, the gate and the Delta write: long work, done without holding the state file.
+    with store.away():
+        _crash_point(layer, "planned", ctx.store)
 
-    storage = project.storage
-    if ctx.fp_project is None:
-        ctx.fp_project = load_flowerpower(project.root)
-    inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
-                   "run_started_at": plan.started_at})
+        storage = project.storage
+        if ctx.fp_project is None:
+            ctx.fp_project = load_flowerpower(project.root)
+        inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
+                       "run_started_at": plan.started_at})
 
-    def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
-        value = run_dag(
-            ctx.fp_project,
-            layer=layer.name,
-            output=layer.output,
-            inputs=inputs,
-            executor=ctx.executor or layer.executor,
-            pipelines_dir=project.root / "pipelines",
-        )
-        try:
-            return _collect(value, plan.source, layer)
-        except PipelineError:
-            _raise_landing_diagnosis(project, plan)
-            raise
-
-    (df, rows_in), attempts, retried = with_retries(compute, layer.retry, root=project.root, where=str(layer.config_path),
-                                                    layer=layer.name)
-    ctx.attempts[layer.name] = attempts
-    warnings += retried
-    if plan.output_filter is not None:
-        df = df.filter(plan.output_filter)
-    if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
-        # Without _source_file the earlier rows of a changed file cannot be found: add them again.
-        plan.write_mode, plan.predicate = "append", None
-        warnings.append(f"{layer.output} has no {SOURCE_FILE_COLUMN} column: the earlier rows of changed files stay "
-                        f"in {target.table}")
-    check_target_columns(layer, df.columns)
-    _crash_point(layer, "computed")
-    _check_files_unchanged(plan)
-
-    inc = layer.incremental
-    wm = plan.watermark_after
-    report = None
-    if layer.quality is not None:
-        from medallion_cli import quality
-
-        gate = quality.with_policy(layer.quality, options.quality_policy)
-        df, rejected, report = quality.validate(df, layer, project, gate)
-        if rejected is not None or plan.kind == "full_refresh":
-            quality.write_quarantine(
-                rejected, project.table_uri(quality.quarantine_table(layer)), storage, run_id=ctx.run_id, layer=layer.name,
-                at=ctx.started, replace_all=plan.kind == "full_refresh",
-                metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
+        def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
+            value = run_dag(
+                ctx.fp_project,
+                layer=layer.name,
+                output=layer.output,
+                inputs=inputs,
+                executor=ctx.executor or layer.executor,
+                pipelines_dir=project.root / "pipelines",
             )
-        _crash_point(layer, "quarantined")
-    files = _file_records(plan) if inc is not None and inc.strategy == "files" else None
-    metadata = build_metadata(
-        run_id=ctx.run_id,
-        layer=layer.name,
-        version=__version__,
-        mode=plan.kind,
-        watermark_column=plan.watermark_column,
-        watermark=wm[0] if wm else None,
-        watermark_int=wm[1] if wm else None,
-        files=files,
-    )
-    outcome = materialize.write(
-        df,
-        uri,
-        target,
-        metadata=metadata,
-        mode=plan.write_mode,
-        predicate=plan.predicate,
-        app_transaction=(app_id(target.table), wm[1]) if wm else None,
-        more_transactions=[(snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items()],
-        replace_schema=plan.kind == "full_refresh",
-        target_file_size_mb=overrides.get("target_file_size_mb"),
-        storage=storage,
-    )
-    _crash_point(layer, "committed")
+            try:
+                return _collect(value, plan.source, layer)
+            except PipelineError:
+                _raise_landing_diagnosis(project, plan)
+                raise
+
+        (df, rows_in), attempts, retried = with_retries(compute, layer.retry, root=project.root, where=str(layer.config_path),
+                                                        layer=layer.name)
+        ctx.attempts[layer.name] = attempts
+        warnings += retried
+        if plan.output_filter is not None:
+            df = df.filter(plan.output_filter)
+        if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
+            # Without _source_file the earlier rows of a changed file cannot be found: add them again.
+            plan.write_mode, plan.predicate = "append", None
+            warnings.append(f"{layer.output} has no {SOURCE_FILE_COLUMN} column: the earlier rows of changed files stay "
+                            f"in {target.table}")
+        check_target_columns(layer, df.columns)
+        _crash_point(layer, "computed", ctx.store)
+        _check_files_unchanged(plan)
+
+        inc = layer.incremental
+        wm = plan.watermark_after
+        report = None
+        if layer.quality is not None:
+            from medallion_cli import quality
+
+            gate = quality.with_policy(layer.quality, options.quality_policy)
+            df, rejected, report = quality.validate(df, layer, project, gate)
+            if rejected is not None or plan.kind == "full_refresh":
+                quality.write_quarantine(
+                    rejected, project.table_uri(quality.quarantine_table(layer)), storage, run_id=ctx.run_id, layer=layer.name,
+                    at=ctx.started, replace_all=plan.kind == "full_refresh",
+                    metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
+                )
+            _crash_point(layer, "quarantined", ctx.store)
+        files = _file_records(plan) if inc is not None and inc.strategy == "files" else None
+        metadata = build_metadata(
+            run_id=ctx.run_id,
+            layer=layer.name,
+            version=__version__,
+            mode=plan.kind,
+            watermark_column=plan.watermark_column,
+            watermark=wm[0] if wm else None,
+            watermark_int=wm[1] if wm else None,
+            files=files,
+        )
+        outcome = materialize.write(
+            df,
+            uri,
+            target,
+            metadata=metadata,
+            mode=plan.write_mode,
+            predicate=plan.predicate,
+            app_transaction=(app_id(target.table), wm[1]) if wm else None,
+            more_transactions=[(snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items()],
+            replace_schema=plan.kind == "full_refresh",
+            target_file_size_mb=overrides.get("target_file_size_mb"),
+            storage=storage,
+        )
+        _crash_point(layer, "committed", ctx.store)
     warnings += [f"added column {c} to {target.table} (existing rows are null)" for c in outcome.added_columns]
     warnings += [f"column {c} of {target.table} is missing from the output: written as null" for c in outcome.null_filled_columns]
     if inc is not None:
         _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
-    _crash_point(layer, "recorded")
+    _crash_point(layer, "recorded", ctx.store)
     status = "written" if outcome.version is not None else "unchanged"
     rows_out = outcome.rows if outcome.rows is not None else df.height
     result = _result(layer, uri, plan, status, outcome, rows_in, rows_out, time.perf_counter() - t_layer, warnings)
