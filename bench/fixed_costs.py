@@ -15,7 +15,10 @@ plan, FlowerPower load, DAG, quality gate, Delta write, run records).
 medallion runs as `python -m medallion_cli` with this checkout's src first on PYTHONPATH.
 Prints a report (with the load average) and writes bench/.work/fixed_costs.json.
 
-    python bench/fixed_costs.py [--repeat 5] [--batch 2000] [--label after]
+    python bench/fixed_costs.py [--repeat 5] [--batch 2000] [--label after] [--src OTHER/src] [--no-probe]
+
+`--src` times another checkout's code (e.g. `git archive` of an older commit) with the same
+script: run the two alternately on a busy machine and compare best figures.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ PACKAGES = ("typer", "click", "rich", "yaml", "pydantic", "polars", "pyarrow", "
 
 def child_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+    src = os.environ.get("MEDALLION_BENCH_SRC", str(SRC))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -205,11 +209,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2000, help="rows in the small new landing batch")
     parser.add_argument("--label", default="", help="a name for this measurement in the JSON file (before, after, ...)")
+    parser.add_argument("--src", type=Path, help="the src folder whose medallion_cli to time (default: this checkout's)")
+    parser.add_argument("--no-probe", action="store_true", help="only the fresh-process timings")
     parser.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.probe:
         probe(args.probe, rest[1:] if rest[:1] == ["--"] else rest)
         return
+    if args.src:
+        os.environ["MEDALLION_BENCH_SRC"] = str(args.src.resolve())
 
     load_before = load()
     base = scaffold()
@@ -227,10 +235,10 @@ def main() -> None:
 
     project = fresh_copy(base, "batch")
     land_batch(project, args.batch, 99)
-    probes = {"nothing_new": probed(nothing, ["run", "all", "-q", "--threads", "1"], "nothing"),
+    probes = {} if args.no_probe else {"nothing_new": probed(nothing, ["run", "all", "-q", "--threads", "1"], "nothing"),
               "small_batch": probed(project, ["run", "all", "-q", "--threads", "1"], "batch"),
               "help": probed(base, ["--help"], "help")}
-    doc = {"label": args.label, "load_before": load_before, "load_after": load(), "repeat": args.repeat,
+    doc = {"label": args.label, "src": os.environ.get("MEDALLION_BENCH_SRC", str(SRC)), "load_before": load_before, "load_after": load(), "repeat": args.repeat,
            "batch_rows": args.batch, "figures": figures, "probes": probes}
     results = WORK.parent / "fixed_costs.json"
     history = json.loads(results.read_text()) if results.exists() else []
