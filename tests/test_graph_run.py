@@ -345,3 +345,22 @@ def test_the_state_file_is_free_while_a_table_computes(ran_project, monkeypatch)
     assert r.exit_code == 0, r
     assert held_during_dag and not any(held_during_dag)
     assert len(stores) == 1 and stores[0]._con is None
+
+
+def test_a_table_failing_in_its_dag_comes_back_to_the_state_file(project, monkeypatch):
+    """A table that fails while away (its DAG raised) is counted back: the run's connection
+    is kept between uses again (here the last table fails, so nothing else resets it)."""
+    from medallion_cli import runner
+
+    stores: list[runner._SerializedStateStore] = []
+
+    class Recorded(runner._SerializedStateStore):
+        def __init__(self, path):
+            super().__init__(path)
+            stores.append(self)
+
+    monkeypatch.setattr(runner, "_SerializedStateStore", Recorded)
+    fail_pipeline(project, "gold_sales_by_segment")
+    r = medallion("run", "all", "-C", project, "-q", "--threads", "1")
+    assert r.exit_code == ExitCode.RUN_FAILED, r
+    assert len(stores) == 1 and stores[0]._away == 0 and stores[0]._con is None

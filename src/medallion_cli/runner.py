@@ -311,8 +311,6 @@ def run_project(
     the run's status; the result's (or the error's result's) ``to_dict()`` is then the run
     document.
     """
-    from medallion_cli.scheduler import FAILED, SKIPPED, Outcome, run_graph
-
     layers = select_layers(project, layer_names)
     check_overrides(layers, options.overrides)
     preflight_targets(project, layers)
@@ -327,66 +325,80 @@ def run_project(
     t0 = time.perf_counter()
     ctx = _Context(project, _SerializedStateStore(project.state_path), run_id, started, options, executor)
     try:
-        by_table = {layer.target.table: layer for layer in layers}
-        graph = project_graph(project)
-        results: dict[str, LayerResult] = {}
-        if recorder is not None:
-            recorder.use_store(ctx.store)
-            recorder.start(run_id, started, tables=list(by_table), options=_recorded_options(layer_names, options))
-
-        def work(table: str) -> LayerResult:
-            layer = by_table[table]
-            t_layer = time.perf_counter()
-            with _locked(ctx, layer):
-                return _run_layer(ctx, layer, t_layer)
-
-        def started_one(table: str) -> None:
-            if on_layer_start:
-                on_layer_start(by_table[table])
-
-        def finished(outcome: Outcome) -> None:
-            layer = by_table[outcome.name]
-            if outcome.status == FAILED:
-                result = _failed_result(project, layer, outcome.error, outcome.duration_s)
-                result = replace(result, attempts=getattr(outcome.error, "attempts", ctx.attempts.get(layer.name, 0)))
-            elif outcome.status == SKIPPED:
-                result = _skipped_result(project, layer, outcome)
-            else:
-                result = outcome.value
-            results[outcome.name] = result
-            if recorder is not None:
-                recorder.table(result)
-            if on_layer_done:
-                on_layer_done(result)
-
-        if on_plan:
-            on_plan(layers)
-        try:
-            outcomes = run_graph(
-                list(by_table), {t: graph.parents(t) for t in by_table}, work,
-                threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
-                on_start=started_one, on_done=finished,
-            )
-        except BaseException as exc:  # Ctrl-C or a bug: the record says so, the error goes on
-            if recorder is not None:
-                recorder.abandon(exc)
-            raise
-        failures = [o for o in outcomes if o.status == FAILED]
-        status = "failed" if failures else "succeeded"
-        result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
-                           time.perf_counter() - t0, _retries(project))
-        if failures:
-            # The first failure in run order, so that the exit code does not depend on timing.
-            error = RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]])
-            if recorder is not None:
-                error.result = replace(result, document=recorder.finish("failed", error=error,
-                                                                        storage_retries=result.storage_retries))
-            raise error from failures[0].error
-        if recorder is not None:
-            result = replace(result, document=recorder.finish("succeeded", storage_retries=result.storage_retries))
-        return result
+        return _run_tables(ctx, layers, layer_names, t0, on_layer_start=on_layer_start, on_layer_done=on_layer_done,
+                           on_plan=on_plan, recorder=recorder)
     finally:
         ctx.store.close()  # hooks and later commands find the state file free
+
+
+def _run_tables(ctx: _Context, layers: list[LayerConfig], layer_names: Sequence[str] | SelectionSpec, t0: float, *,
+                on_layer_start: Callable[[LayerConfig], None] | None, on_layer_done: Callable[[LayerResult], None] | None,
+                on_plan: Callable[[list[LayerConfig]], None] | None, recorder: Any) -> RunResult:
+    """:func:`run_project` once the selection is checked and the run's context made."""
+    from medallion_cli.scheduler import FAILED, SKIPPED, Outcome, run_graph
+
+    project, options, run_id, started = ctx.project, ctx.options, ctx.run_id, ctx.started
+    by_table = {layer.target.table: layer for layer in layers}
+    graph = project_graph(project)
+    results: dict[str, LayerResult] = {}
+    if recorder is not None:
+        recorder.use_store(ctx.store)
+        recorder.start(run_id, started, tables=list(by_table), options=_recorded_options(layer_names, options))
+
+    def work(table: str) -> LayerResult:
+        layer = by_table[table]
+        t_layer = time.perf_counter()
+        with _locked(ctx, layer):
+            try:
+                return _run_layer(ctx, layer, t_layer)
+            finally:
+                ctx.store.back()  # a table that failed while away
+
+    def started_one(table: str) -> None:
+        if on_layer_start:
+            on_layer_start(by_table[table])
+
+    def finished(outcome: Outcome) -> None:
+        layer = by_table[outcome.name]
+        if outcome.status == FAILED:
+            result = _failed_result(project, layer, outcome.error, outcome.duration_s)
+            result = replace(result, attempts=getattr(outcome.error, "attempts", ctx.attempts.get(layer.name, 0)))
+        elif outcome.status == SKIPPED:
+            result = _skipped_result(project, layer, outcome)
+        else:
+            result = outcome.value
+        results[outcome.name] = result
+        if recorder is not None:
+            recorder.table(result)
+        if on_layer_done:
+            on_layer_done(result)
+
+    if on_plan:
+        on_plan(layers)
+    try:
+        outcomes = run_graph(
+            list(by_table), {t: graph.parents(t) for t in by_table}, work,
+            threads=options.threads or default_threads(), fail_fast=options.fail_fast, failure=MedallionError,
+            on_start=started_one, on_done=finished,
+        )
+    except BaseException as exc:  # Ctrl-C or a bug: the record says so, the error goes on
+        if recorder is not None:
+            recorder.abandon(exc)
+        raise
+    failures = [o for o in outcomes if o.status == FAILED]
+    status = "failed" if failures else "succeeded"
+    result = RunResult(run_id, project.name, started, status, tuple(results[o.name] for o in outcomes),
+                       time.perf_counter() - t0, _retries(project))
+    if failures:
+        # The first failure in run order, so that the exit code does not depend on timing.
+        error = RunFailedError(failures[0].error, result, also_failed=[o.name for o in failures[1:]])
+        if recorder is not None:
+            error.result = replace(result, document=recorder.finish("failed", error=error,
+                                                                    storage_retries=result.storage_retries))
+        raise error from failures[0].error
+    if recorder is not None:
+        result = replace(result, document=recorder.finish("succeeded", storage_retries=result.storage_retries))
+    return result
 
 
 def _recorded_options(layer_names: Sequence[str] | SelectionSpec, options: RunOptions) -> dict[str, Any]:
@@ -518,17 +530,18 @@ class _SerializedStateStore(StateStore):
     Opening the file costs 15-20 ms and a run reads and writes it about 30 times (sync,
     plan, record, run records), while a query on an open connection costs under 1 ms: the
     connection is opened on first use and kept between uses. Another process cannot open
-    the file while it is open, so it is closed whenever a table goes :meth:`away` (runs its
-    DAG and writes Delta, waits for another run's lock) and reopened by the next use, and
-    by :meth:`close` at the end of the run: other commands wait for the metadata work of a
-    run (as they do today for each brief connection), never for its data work.
+    the file while it is open, so it is closed while any table is away (:meth:`leave` to
+    :meth:`back`: it runs its DAG and writes Delta, or waits for another run's lock), each
+    use then opening and closing it, and by :meth:`close` at the end of the run: other
+    commands wait for a run's metadata work, never for its data work.
     """
 
     def __init__(self, path: Any) -> None:
         super().__init__(path)
         self._con: Any = None
-        self._away = 0  # tables away doing long work: no connection is kept open meanwhile
+        self._away = 0  # threads away doing long work: no connection is kept open meanwhile
         self._depth = 0  # connect() blocks open (nested ones join the outer transaction)
+        self._local = threading.local()  # per thread: is it away?
 
     @contextmanager
     def connect(self, *, write: bool = True) -> Iterator[Any]:
@@ -554,17 +567,31 @@ class _SerializedStateStore(StateStore):
                 if self._away:
                     self._close()
 
+    def leave(self) -> None:
+        """This thread starts long work: the file is not held until it is :meth:`back`."""
+        with _STATE_LOCK:
+            if not getattr(self._local, "away", False):
+                self._local.away = True
+                self._away += 1
+            self._close()
+
+    def back(self) -> None:
+        """This thread's long work is over (a no-op when it is not away)."""
+        with _STATE_LOCK:
+            if getattr(self._local, "away", False):
+                self._local.away = False
+                self._away -= 1
+
     @contextmanager
     def away(self) -> Iterator[None]:
-        """A stretch of long work in this thread: the file is not held meanwhile."""
-        with _STATE_LOCK:
-            self._away += 1
-            self._close()
+        """A stretch of long work in this thread (see :meth:`leave`)."""
+        was_away = getattr(self._local, "away", False)
+        self.leave()
         try:
             yield
         finally:
-            with _STATE_LOCK:
-                self._away -= 1
+            if not was_away:
+                self.back()
 
     def close(self) -> None:
         with _STATE_LOCK:
@@ -620,7 +647,7 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     project, store, options = ctx.project, ctx.store, ctx.options
     target = layer.target
     uri = project.table_uri(target.table)
-    _crash_point(layer, "locked", ctx.store)
+    _crash_point(layer, "locked", store)
     if layer.incremental is not None:
         sync_layer(project, layer, store, run_id=ctx.run_id)
     overrides = layer_overrides(layer, options.overrides)
@@ -630,91 +657,91 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
     warnings = [f"ignored {name}: not parquet, CSV or JSON lines" for name in plan.ignored] + plan.warnings
     if not plan.runs:
         return _result(layer, uri, plan, "unchanged", None, 0, None, time.perf_counter() - t_layer, warnings)
-    # The DAG, the gate and the Delta write: long work, done without holding the state file.
-    with store.away():
-        _crash_point(layer, "planned", ctx.store)
+    store.leave()  # the DAG, the gate and the Delta write: long work, done without holding the state file
+    _crash_point(layer, "planned", store)
 
-        storage = project.storage
-        if ctx.fp_project is None:
-            ctx.fp_project = load_flowerpower(project.root)
-        inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
-                       "run_started_at": plan.started_at})
+    storage = project.storage
+    if ctx.fp_project is None:
+        ctx.fp_project = load_flowerpower(project.root)
+    inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
+                   "run_started_at": plan.started_at})
 
-        def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
-            value = run_dag(
-                ctx.fp_project,
-                layer=layer.name,
-                output=layer.output,
-                inputs=inputs,
-                executor=ctx.executor or layer.executor,
-                pipelines_dir=project.root / "pipelines",
-            )
-            try:
-                return _collect(value, plan.source, layer)
-            except PipelineError:
-                _raise_landing_diagnosis(project, plan)
-                raise
-
-        (df, rows_in), attempts, retried = with_retries(compute, layer.retry, root=project.root, where=str(layer.config_path),
-                                                        layer=layer.name)
-        ctx.attempts[layer.name] = attempts
-        warnings += retried
-        if plan.output_filter is not None:
-            df = df.filter(plan.output_filter)
-        if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
-            # Without _source_file the earlier rows of a changed file cannot be found: add them again.
-            plan.write_mode, plan.predicate = "append", None
-            warnings.append(f"{layer.output} has no {SOURCE_FILE_COLUMN} column: the earlier rows of changed files stay "
-                            f"in {target.table}")
-        check_target_columns(layer, df.columns)
-        _crash_point(layer, "computed", ctx.store)
-        _check_files_unchanged(plan)
-
-        inc = layer.incremental
-        wm = plan.watermark_after
-        report = None
-        if layer.quality is not None:
-            from medallion_cli import quality
-
-            gate = quality.with_policy(layer.quality, options.quality_policy)
-            df, rejected, report = quality.validate(df, layer, project, gate)
-            if rejected is not None or plan.kind == "full_refresh":
-                quality.write_quarantine(
-                    rejected, project.table_uri(quality.quarantine_table(layer)), storage, run_id=ctx.run_id, layer=layer.name,
-                    at=ctx.started, replace_all=plan.kind == "full_refresh",
-                    metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
-                )
-            _crash_point(layer, "quarantined", ctx.store)
-        files = _file_records(plan) if inc is not None and inc.strategy == "files" else None
-        metadata = build_metadata(
-            run_id=ctx.run_id,
+    def compute() -> tuple[Any, int]:  # the DAG execution: retried on the pipeline's listed exceptions
+        value = run_dag(
+            ctx.fp_project,
             layer=layer.name,
-            version=__version__,
-            mode=plan.kind,
-            watermark_column=plan.watermark_column,
-            watermark=wm[0] if wm else None,
-            watermark_int=wm[1] if wm else None,
-            files=files,
+            output=layer.output,
+            inputs=inputs,
+            executor=ctx.executor or layer.executor,
+            pipelines_dir=project.root / "pipelines",
         )
-        outcome = materialize.write(
-            df,
-            uri,
-            target,
-            metadata=metadata,
-            mode=plan.write_mode,
-            predicate=plan.predicate,
-            app_transaction=(app_id(target.table), wm[1]) if wm else None,
-            more_transactions=[(snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items()],
-            replace_schema=plan.kind == "full_refresh",
-            target_file_size_mb=overrides.get("target_file_size_mb"),
-            storage=storage,
-        )
-        _crash_point(layer, "committed", ctx.store)
+        try:
+            return _collect(value, plan.source, layer)
+        except PipelineError:
+            _raise_landing_diagnosis(project, plan)
+            raise
+
+    (df, rows_in), attempts, retried = with_retries(compute, layer.retry, root=project.root, where=str(layer.config_path),
+                                                    layer=layer.name)
+    ctx.attempts[layer.name] = attempts
+    warnings += retried
+    if plan.output_filter is not None:
+        df = df.filter(plan.output_filter)
+    if plan.files_changed and plan.write_mode == "replace" and SOURCE_FILE_COLUMN not in df.columns:
+        # Without _source_file the earlier rows of a changed file cannot be found: add them again.
+        plan.write_mode, plan.predicate = "append", None
+        warnings.append(f"{layer.output} has no {SOURCE_FILE_COLUMN} column: the earlier rows of changed files stay "
+                        f"in {target.table}")
+    check_target_columns(layer, df.columns)
+    _crash_point(layer, "computed", store)
+    _check_files_unchanged(plan)
+
+    inc = layer.incremental
+    wm = plan.watermark_after
+    report = None
+    if layer.quality is not None:
+        from medallion_cli import quality
+
+        gate = quality.with_policy(layer.quality, options.quality_policy)
+        df, rejected, report = quality.validate(df, layer, project, gate)
+        if rejected is not None or plan.kind == "full_refresh":
+            quality.write_quarantine(
+                rejected, project.table_uri(quality.quarantine_table(layer)), storage, run_id=ctx.run_id, layer=layer.name,
+                at=ctx.started, replace_all=plan.kind == "full_refresh",
+                metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
+            )
+        _crash_point(layer, "quarantined", store)
+    files = _file_records(plan) if inc is not None and inc.strategy == "files" else None
+    metadata = build_metadata(
+        run_id=ctx.run_id,
+        layer=layer.name,
+        version=__version__,
+        mode=plan.kind,
+        watermark_column=plan.watermark_column,
+        watermark=wm[0] if wm else None,
+        watermark_int=wm[1] if wm else None,
+        files=files,
+    )
+    outcome = materialize.write(
+        df,
+        uri,
+        target,
+        metadata=metadata,
+        mode=plan.write_mode,
+        predicate=plan.predicate,
+        app_transaction=(app_id(target.table), wm[1]) if wm else None,
+        more_transactions=[(snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items()],
+        replace_schema=plan.kind == "full_refresh",
+        target_file_size_mb=overrides.get("target_file_size_mb"),
+        storage=storage,
+    )
+    _crash_point(layer, "committed", store)
+    store.back()
     warnings += [f"added column {c} to {target.table} (existing rows are null)" for c in outcome.added_columns]
     warnings += [f"column {c} of {target.table} is missing from the output: written as null" for c in outcome.null_filled_columns]
     if inc is not None:
         _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
-    _crash_point(layer, "recorded", ctx.store)
+    _crash_point(layer, "recorded", store)
     status = "written" if outcome.version is not None else "unchanged"
     rows_out = outcome.rows if outcome.rows is not None else df.height
     result = _result(layer, uri, plan, status, outcome, rows_in, rows_out, time.perf_counter() - t_layer, warnings)
