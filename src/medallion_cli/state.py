@@ -198,6 +198,17 @@ class StateStore:
             finally:
                 con.close()
             return
+        con = self._open()
+        try:
+            with self._transaction(con):
+                yield con
+        finally:
+            con.close()
+
+    def _open(self) -> Any:
+        """Open the file (retried while another process holds it), in UTC, its schema migrated."""
+        import duckdb
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         timeout = _lock_timeout()
         deadline = time.monotonic() + timeout
@@ -224,6 +235,19 @@ class StateStore:
         try:
             con.execute("SET TimeZone = 'UTC'")
             self._migrate(con)
+        except BaseException as exc:
+            con.close()
+            if isinstance(exc, duckdb.Error) and _is_corrupt(exc):
+                raise StateCorruptError(self.path, _reason(exc)) from exc
+            raise
+        return con
+
+    @contextmanager
+    def _transaction(self, con: Any) -> Iterator[Any]:
+        """One transaction on ``con``: committed when the block ends, rolled back if it raises."""
+        import duckdb
+
+        try:
             con.execute("BEGIN TRANSACTION")
             yield con
             con.execute("COMMIT")
@@ -235,8 +259,6 @@ class StateStore:
             if isinstance(exc, duckdb.Error) and _is_corrupt(exc):
                 raise StateCorruptError(self.path, _reason(exc)) from exc
             raise
-        finally:
-            con.close()
 
     def set_aside_if_corrupt(self) -> Path | None:
         """Move a corrupt state file (and its WAL) to ``<name>.corrupt-<UTC time>``; return where.
