@@ -216,8 +216,10 @@ def run_table(result: Any) -> Table:
     if failed or skipped:
         title += f" ({len(result.tables('succeeded'))} succeeded, {len(failed)} failed, {len(skipped)} skipped)"
     table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    # The pipeline has a column only when one is named unlike the table it writes.
+    pipelines = any(layer.layer != layer.table for layer in result.layers)
     for col, justify in (
-        ("layer", "left"), ("table", "left"), ("mode", "left"), ("status", "left"),
+        *([("pipeline", "left")] if pipelines else []), ("table", "left"), ("mode", "left"), ("status", "left"),
         ("rows in", "right"), ("rows out", "right"), ("version", "right"), ("time", "right"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)
@@ -226,7 +228,7 @@ def run_table(result: Any) -> Table:
     for layer in result.layers:
         why = [layer.error or ""] if failed or skipped else []
         table.add_row(
-            layer.layer,
+            *([layer.layer] if pipelines else []),
             layer.table,
             layer.mode,
             Text(layer.status, style=STATUS_STYLES.get(layer.status, "")),
