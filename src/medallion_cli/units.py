@@ -99,8 +99,6 @@ def why_one_unit(layer: Any, plan: Any, uri: str) -> str | None:
         return "partitioned target"
     if plan.output_filter is not None:
         return "an output filter"
-    if is_remote(uri):
-        return "object-store table (local lakes only for now)"
     return None
 
 
@@ -159,28 +157,44 @@ def file_stats(df: pl.DataFrame) -> str:
     return json.dumps(stats, separators=(",", ":"))
 
 
-def write_unit_file(df: pl.DataFrame, uri: str, *, run_id: str, unit: int) -> Any:
-    """Write ``df`` as one Parquet file under the table root; its ``AddAction`` (uncommitted)."""
+def write_unit_file(df: pl.DataFrame, uri: str, *, run_id: str, unit: int, storage: Storage | None = None,
+                    fs: Any = None) -> Any:
+    """Write ``df`` as one Parquet file under the table root; its ``AddAction`` (uncommitted).
+
+    An object-store table (``s3://...``) gets the file through ``fs`` (the project's fsspec
+    filesystem, :meth:`Storage.fs`) in one PUT, retried as every other storage call; the
+    commit then references it exactly as a local file.
+    """
     from deltalake.transaction import AddAction
 
     name = f"part-{run_id}-{unit:05d}-{uuid.uuid4().hex}.parquet"
     buffer = io.BytesIO()
     df.write_parquet(buffer, compression="snappy", statistics=True)
     data = buffer.getvalue()
-    os.makedirs(uri, exist_ok=True)
-    path = os.path.join(uri, name)
-    with open(path, "wb") as out:
-        out.write(data)
+    if is_remote(uri):
+        if storage is None or fs is None:
+            raise ValueError("an object-store table needs storage and fs")
+        target = f"{uri.rstrip('/')}/{name}"
+        storage.call(lambda: fs.pipe_file(target, data), what=f"writing unit file {name}", uri=uri)
+    else:
+        os.makedirs(uri, exist_ok=True)
+        path = os.path.join(uri, name)
+        with open(path, "wb") as out:
+            out.write(data)
     return AddAction(path=name, size=len(data), partition_values={}, modification_time=int(time.time() * 1000),
                      data_change=True, stats=file_stats(df))
 
 
-def remove_unit_files(uri: str, actions: Sequence[Any]) -> None:
-    """Delete files written for a batch that will not be committed (best effort)."""
+def remove_unit_files(uri: str, actions: Sequence[Any], fs: Any = None) -> None:
+    """Delete files written for a batch that will not be committed (best effort: what
+    stays is an orphan no version references, removed by ``vacuum --full``)."""
     for action in actions:
         try:
-            os.remove(os.path.join(uri, action.path))
-        except OSError:
+            if is_remote(uri):
+                fs.rm_file(f"{uri.rstrip('/')}/{action.path}")
+            else:
+                os.remove(os.path.join(uri, action.path))
+        except Exception:  # noqa: BLE001 - cleanup must not hide the original failure
             pass
 
 
@@ -206,6 +220,7 @@ def run_units(
     from deltalake import Schema as DeltaSchema
 
     exists = storage.is_table(uri)
+    fs = storage.fs(uri) if is_remote(uri) else None
     actions: list[Any] = []
     schema: Any = None
     rows_in = rows_out = 0
@@ -225,12 +240,12 @@ def run_units(
             rows_in += read
             rows_out += df.height
             if df.height:
-                actions.append(write_unit_file(df, uri, run_id=run_id, unit=index))
+                actions.append(write_unit_file(df, uri, run_id=run_id, unit=index, storage=storage, fs=fs))
             del df
             on_unit(index)
         before_commit()
     except BaseException:
-        remove_unit_files(uri, actions)
+        remove_unit_files(uri, actions, fs)
         raise
     delta_schema = storage.table(uri).schema() if exists else DeltaSchema.from_arrow(_arrow_schema(schema))
     return actions, delta_schema, rows_in, rows_out
