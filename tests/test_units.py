@@ -237,10 +237,13 @@ def test_units_are_opt_in_and_only_for_plain_appends(project, tmp_path, clock):
     for p in (one, split):
         doc = run(clock, p, "all", at=T0)
     assert "units" not in layer(json.loads(json.dumps(doc)), "silver_events")["metrics"]
-    # A full refresh overwrites: one unit, the same table as without units.
+    # A changed file (rewritten in place) replaces its earlier rows in one write: one unit.
     for p in (one, split):
-        doc = run(clock, p, "bronze_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=1))
-    assert "units" not in layer(doc, "bronze_events")["metrics"]
+        victim = sorted((p / "data" / "landing" / "events").glob("*.parquet"))[-1]
+        pl.read_parquet(victim).head(5).write_parquet(victim)
+        os.utime(victim, (1_800_000_000, 1_800_000_000))
+        doc = run(clock, p, "bronze_events", at=T0 + timedelta(minutes=30))
+    assert layer(doc, "bronze_events")["mode"] == "replace" and "units" not in layer(doc, "bronze_events")["metrics"]
     assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
     # A declaration on a table that is not a landing append is refused.
     path = split / "conf" / "pipelines" / "silver_events.yml"
@@ -283,6 +286,47 @@ def test_data_skipping_on_unit_files_keeps_every_matching_row(project, tmp_path,
     for expr in (pl.col("updated_at") >= full["updated_at"].median(), pl.col("event_id") == full["event_id"][7],
                  pl.col("amount") < 10, pl.col("event_date") == full["event_date"][3]):
         assert pl.scan_delta(uri).filter(expr).collect().height == full.filter(expr).height
+
+
+def test_a_full_refresh_runs_as_units_in_one_overwrite(project, tmp_path, clock):
+    stream = EventStream(seed=8)
+    land(project, stream, 3)
+    one, split = twins(project, tmp_path, max_files=2)  # 6 files: 3 units
+    for p in (one, split):
+        run(clock, p, "all", at=T0)
+    land(one, stream, 2, n=40)
+    for f in (one / "data" / "landing" / "events").iterdir():
+        shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
+    for p in (one, split):
+        run(clock, p, "all", at=T0 + timedelta(hours=1))
+    # A file the run does not read changes nothing; the refresh rebuilds every landing file.
+    for p in (one, split):
+        doc = run(clock, p, "bronze_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=2))
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 4
+    assert layer(doc, "bronze_events")["rows_out"] == table(one, "bronze_events").height
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+    assert commit_info(split, "bronze_events")[0] == 2  # one overwrite version
+    dt = DeltaTable(str(split / "lake" / "bronze_events"))
+    assert dt.history(1)[0]["operation"] == "WRITE" and len(dt.file_uris()) == 4  # earlier files removed
+    shown = []
+    for p in (one, split):
+        r = medallion("watermark", "show", "bronze_events", "-C", p, "--json")
+        assert r.exit_code == 0, r
+        shown.append([{k: v for k, v in w.items() if k != "updated_at"} for w in json.loads(r.stdout)["watermarks"]])
+    assert shown[0] == shown[1]
+    # Downstream, and verify (whose rebuild of bronze runs as units too), agree.
+    for p in (one, split):
+        run(clock, p, "all", at=T0 + timedelta(hours=3))
+    for name in TABLES:
+        assert_frame_equal(table(one, name), table(split, name))
+    verdicts = []
+    clock["at"] = T0 + timedelta(hours=4)  # verify records a run of its own
+    for p in (one, split):
+        r = medallion("verify", "-C", p, "--json")
+        assert r.exit_code == 0, r
+        verdicts.append(json.loads(r.stdout)["tables"])
+    assert verdicts[0] == verdicts[1] and all(t["equal"] for t in verdicts[1])
 
 
 def test_units_of_header_only_files_and_rescued_columns(template_project, tmp_path, clock):
