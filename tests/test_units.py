@@ -299,7 +299,19 @@ def test_a_full_refresh_runs_as_units_in_one_overwrite(project, tmp_path, clock)
         shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
     for p in (one, split):
         run(clock, p, "all", at=T0 + timedelta(hours=1))
-    # A file the run does not read changes nothing; the refresh rebuilds every landing file.
+    # A refresh that fails after writing its units leaves the table, its files and the state as they were.
+    before, files_before = table(split, "bronze_events"), set((split / "lake" / "bronze_events").glob("*.parquet"))
+    os.environ["MEDALLION_TEST_FAIL_AT"] = "bronze_events:units_written"
+    clock["at"] = T0 + timedelta(minutes=90)
+    try:
+        r = medallion("run", "bronze_events", "--full-refresh", "--yes", "-C", split, "-q")
+    finally:
+        del os.environ["MEDALLION_TEST_FAIL_AT"]
+    assert r.exit_code == 1 and "injected failure" in r.stderr, r
+    assert set((split / "lake" / "bronze_events").glob("*.parquet")) == files_before
+    assert_frame_equal(table(split, "bronze_events"), before)
+    assert commit_info(split, "bronze_events")[0] == 1
+    # The refresh rebuilds every landing file in one overwrite.
     for p in (one, split):
         doc = run(clock, p, "bronze_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=2))
     assert layer(doc, "bronze_events")["metrics"]["units"] == 4
