@@ -237,10 +237,13 @@ def test_units_are_opt_in_and_only_for_plain_appends(project, tmp_path, clock):
     for p in (one, split):
         doc = run(clock, p, "all", at=T0)
     assert "units" not in layer(json.loads(json.dumps(doc)), "silver_events")["metrics"]
-    # A full refresh overwrites: one unit, the same table as without units.
+    # A changed file (rewritten in place) replaces its earlier rows in one write: one unit.
     for p in (one, split):
-        doc = run(clock, p, "bronze_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=1))
-    assert "units" not in layer(doc, "bronze_events")["metrics"]
+        victim = sorted((p / "data" / "landing" / "events").glob("*.parquet"))[-1]
+        pl.read_parquet(victim).head(5).write_parquet(victim)
+        os.utime(victim, (1_800_000_000, 1_800_000_000))
+        doc = run(clock, p, "bronze_events", at=T0 + timedelta(minutes=30))
+    assert layer(doc, "bronze_events")["mode"] == "replace" and "units" not in layer(doc, "bronze_events")["metrics"]
     assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
     # A declaration on a table that is not a landing append is refused.
     path = split / "conf" / "pipelines" / "silver_events.yml"
@@ -285,6 +288,59 @@ def test_data_skipping_on_unit_files_keeps_every_matching_row(project, tmp_path,
         assert pl.scan_delta(uri).filter(expr).collect().height == full.filter(expr).height
 
 
+def test_a_full_refresh_runs_as_units_in_one_overwrite(project, tmp_path, clock):
+    stream = EventStream(seed=8)
+    land(project, stream, 3)
+    one, split = twins(project, tmp_path, max_files=2)  # 6 files: 3 units
+    for p in (one, split):
+        run(clock, p, "all", at=T0)
+    land(one, stream, 2, n=40)
+    for f in (one / "data" / "landing" / "events").iterdir():
+        shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
+    for p in (one, split):
+        run(clock, p, "all", at=T0 + timedelta(hours=1))
+    # A refresh that fails after writing its units leaves the table, its files and the state as they were.
+    before, files_before = table(split, "bronze_events"), set((split / "lake" / "bronze_events").glob("*.parquet"))
+    os.environ["MEDALLION_TEST_FAIL_AT"] = "bronze_events:units_written"
+    clock["at"] = T0 + timedelta(minutes=90)
+    try:
+        r = medallion("run", "bronze_events", "--full-refresh", "--yes", "-C", split, "-q")
+    finally:
+        del os.environ["MEDALLION_TEST_FAIL_AT"]
+    assert r.exit_code == 1 and "injected failure" in r.stderr, r
+    assert set((split / "lake" / "bronze_events").glob("*.parquet")) == files_before
+    assert_frame_equal(table(split, "bronze_events"), before)
+    assert commit_info(split, "bronze_events")[0] == 1
+    # The refresh rebuilds every landing file in one overwrite.
+    for p in (one, split):
+        doc = run(clock, p, "bronze_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=2))
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 4
+    assert layer(doc, "bronze_events")["rows_out"] == table(one, "bronze_events").height
+    assert_frame_equal(table(one, "bronze_events"), table(split, "bronze_events"))
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+    assert commit_info(split, "bronze_events")[0] == 2  # one overwrite version
+    dt = DeltaTable(str(split / "lake" / "bronze_events"))
+    assert dt.history(1)[0]["operation"] == "WRITE" and len(dt.file_uris()) == 4  # earlier files removed
+    shown = []
+    for p in (one, split):
+        r = medallion("watermark", "show", "bronze_events", "-C", p, "--json")
+        assert r.exit_code == 0, r
+        shown.append([{k: v for k, v in w.items() if k != "updated_at"} for w in json.loads(r.stdout)["watermarks"]])
+    assert shown[0] == shown[1]
+    # Downstream, and verify (whose rebuild of bronze runs as units too), agree.
+    for p in (one, split):
+        run(clock, p, "all", at=T0 + timedelta(hours=3))
+    for name in TABLES:
+        assert_frame_equal(table(one, name), table(split, name))
+    verdicts = []
+    clock["at"] = T0 + timedelta(hours=4)  # verify records a run of its own
+    for p in (one, split):
+        r = medallion("verify", "-C", p, "--json")
+        assert r.exit_code == 0, r
+        verdicts.append(json.loads(r.stdout)["tables"])
+    assert verdicts[0] == verdicts[1] and all(t["equal"] for t in verdicts[1])
+
+
 def test_units_of_header_only_files_and_rescued_columns(template_project, tmp_path, clock):
     project = tmp_path / "shop"
     shutil.copytree(template_project, project)
@@ -315,3 +371,74 @@ def test_units_of_header_only_files_and_rescued_columns(template_project, tmp_pa
     bronze = table(split, "bronze_events")
     assert bronze["_rescued_data"].to_list() == ['{"zzz":"extra"}', None]
     assert_frame_equal(table(one, "bronze_events"), bronze)
+
+
+def test_units_on_an_s3_lake_give_the_one_unit_tables(s3, tmp_path, clock):
+    # Two S3 projects in one bucket (different lake roots): one unit, and units of one file.
+    r = medallion("init", "shop", "--directory", tmp_path, "--storage", "s3", "--bucket", "lake-bucket", "-q")
+    assert r.exit_code == 0, r
+    one = tmp_path / "shop"
+    stream = EventStream(seed=11)
+    land(one, stream, 3)
+    split = tmp_path / "split"
+    shutil.copytree(one, split)
+    partition(split, max_files=1)
+    conf = split / "conf" / "project.yml"
+    conf.write_text(conf.read_text().replace("s3://lake-bucket/shop/lake", "s3://lake-bucket/split/lake"))
+    lakes = {one: "s3://lake-bucket/shop/lake", split: "s3://lake-bucket/split/lake"}
+    options = s3.env()
+
+    def s3_table(p: Path, name: str) -> pl.DataFrame:
+        df = pl.read_delta(f"{lakes[p]}/{name}", storage_options=options)
+        return df.sort([*TABLES[name], *(c for c in df.columns if c not in TABLES[name])], nulls_last=True)
+
+    def s3_commit(p: Path) -> tuple[int, int | None, dict]:
+        dt = DeltaTable(f"{lakes[p]}/bronze_events", storage_options=options)
+        last = dt.history(1)[0]
+        return dt.version(), dt.transaction_version("medallion/bronze_events"), {
+            k: v for k, v in last.items() if k.startswith("medallion.") and k != "medallion.write_id"}
+
+    for hour, more in ((0, 0), (1, 2)):
+        if more:
+            land(one, stream, more, n=40)
+            for f in (one / "data" / "landing" / "events").iterdir():
+                shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
+        for p in (one, split):
+            doc = run(clock, p, "all", at=T0 + timedelta(hours=hour))
+        assert layer(doc, "bronze_events")["metrics"].get("units") == (6 if hour == 0 else 2), layer(doc, "bronze_events")
+        for name in TABLES:
+            assert_frame_equal(s3_table(one, name), s3_table(split, name))
+        assert s3_commit(one) == s3_commit(split) and s3_commit(split)[0] == hour  # one version per batch
+    assert not (split / "lake").exists()
+    # Every object under the split table is referenced by the log: no orphan unit files.
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key=options["AWS_ACCESS_KEY_ID"], secret=options["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_url=options["AWS_ENDPOINT_URL"])
+
+    def unreferenced() -> set[str]:
+        stored = {p.rsplit("/", 1)[1] for p in fs.find("lake-bucket/split/lake/bronze_events") if "_delta_log" not in p}
+        dt = DeltaTable(f"{lakes[split]}/bronze_events", storage_options=options)
+        return stored - {u.rsplit("/", 1)[1] for u in dt.file_uris()}
+
+    assert unreferenced() == set()
+    # A failure after the unit files are written and before the commit: the table is
+    # unchanged and the run removes its objects; the next run ingests the files once.
+    land(one, stream, 2, n=30)
+    for f in (one / "data" / "landing" / "events").iterdir():
+        shutil.copy2(f, split / "data" / "landing" / "events" / f.name)
+    before = s3_table(split, "bronze_events")
+    os.environ["MEDALLION_TEST_FAIL_AT"] = "bronze_events:units_written"
+    clock["at"] = T0 + timedelta(hours=2)
+    try:
+        r = medallion("run", "bronze_events", "-C", split, "-q")
+    finally:
+        del os.environ["MEDALLION_TEST_FAIL_AT"]
+    assert r.exit_code == 1 and "injected failure" in r.stderr, r
+    assert s3_commit(split)[0] == 1 and unreferenced() == set()
+    assert_frame_equal(s3_table(split, "bronze_events"), before)
+    for p in (one, split):
+        run(clock, p, "all", at=T0 + timedelta(hours=3))
+    for name in TABLES:
+        assert_frame_equal(s3_table(one, name), s3_table(split, name))
+    assert s3_commit(one) == s3_commit(split) and s3_commit(split)[0] == 2

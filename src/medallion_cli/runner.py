@@ -834,7 +834,7 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
     try:
         actions, schema, rows_in, _rows = units.run_units(
             split, compute, uri, target, run_id=ctx.run_id, storage=storage, before_commit=before_commit,
-            on_unit=lambda index: _crash_point(layer, "unit_written"))
+            on_unit=lambda index: _crash_point(layer, "unit_written"), overwrite=plan.write_mode == "overwrite")
     finally:
         ctx.attempts[layer.name] = attempts
     wm = plan.watermark_after
@@ -846,7 +846,7 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
     transactions = [(app_id(target.table), wm[1]) if wm else (write_app_id(target.table), time.time_ns() // 1000),
                     *((snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items())]
     outcome = units.commit_units(actions, schema, uri, target, metadata=metadata, transactions=transactions,
-                                 storage=storage)
+                                 storage=storage, overwrite=plan.write_mode == "overwrite")
     outcome = replace(outcome, metrics={**outcome.metrics, "units": len(split)})
     _crash_point(layer, "committed")
     _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)

@@ -91,16 +91,14 @@ def why_one_unit(layer: Any, plan: Any, uri: str) -> str | None:
         return "no medallion.partition"
     if layer.incremental is None or layer.incremental.strategy != "files":
         return "not an incremental (files) table"
-    if plan.write_mode != "append":
-        return f"write mode {plan.write_mode} (changed files or a full refresh)"
+    if plan.write_mode != "append" and not (plan.write_mode == "overwrite" and plan.kind == "full_refresh"):
+        return f"write mode {plan.write_mode} (changed files are replaced in one write)"
     if layer.quality is not None:
         return "a quality gate checks the whole batch"
     if layer.target.partition_by:
         return "partitioned target"
     if plan.output_filter is not None:
         return "an output filter"
-    if is_remote(uri):
-        return "object-store table (local lakes only for now)"
     return None
 
 
@@ -159,28 +157,44 @@ def file_stats(df: pl.DataFrame) -> str:
     return json.dumps(stats, separators=(",", ":"))
 
 
-def write_unit_file(df: pl.DataFrame, uri: str, *, run_id: str, unit: int) -> Any:
-    """Write ``df`` as one Parquet file under the table root; its ``AddAction`` (uncommitted)."""
+def write_unit_file(df: pl.DataFrame, uri: str, *, run_id: str, unit: int, storage: Storage | None = None,
+                    fs: Any = None) -> Any:
+    """Write ``df`` as one Parquet file under the table root; its ``AddAction`` (uncommitted).
+
+    An object-store table (``s3://...``) gets the file through ``fs`` (the project's fsspec
+    filesystem, :meth:`Storage.fs`) in one PUT, retried as every other storage call; the
+    commit then references it exactly as a local file.
+    """
     from deltalake.transaction import AddAction
 
     name = f"part-{run_id}-{unit:05d}-{uuid.uuid4().hex}.parquet"
     buffer = io.BytesIO()
     df.write_parquet(buffer, compression="snappy", statistics=True)
     data = buffer.getvalue()
-    os.makedirs(uri, exist_ok=True)
-    path = os.path.join(uri, name)
-    with open(path, "wb") as out:
-        out.write(data)
+    if is_remote(uri):
+        if storage is None or fs is None:
+            raise ValueError("an object-store table needs storage and fs")
+        target = f"{uri.rstrip('/')}/{name}"
+        storage.call(lambda: fs.pipe_file(target, data), what=f"writing unit file {name}", uri=uri)
+    else:
+        os.makedirs(uri, exist_ok=True)
+        path = os.path.join(uri, name)
+        with open(path, "wb") as out:
+            out.write(data)
     return AddAction(path=name, size=len(data), partition_values={}, modification_time=int(time.time() * 1000),
                      data_change=True, stats=file_stats(df))
 
 
-def remove_unit_files(uri: str, actions: Sequence[Any]) -> None:
-    """Delete files written for a batch that will not be committed (best effort)."""
+def remove_unit_files(uri: str, actions: Sequence[Any], fs: Any = None) -> None:
+    """Delete files written for a batch that will not be committed (best effort: what
+    stays is an orphan no version references, removed by ``vacuum --full``)."""
     for action in actions:
         try:
-            os.remove(os.path.join(uri, action.path))
-        except OSError:
+            if is_remote(uri):
+                fs.rm_file(f"{uri.rstrip('/')}/{action.path}")
+            else:
+                os.remove(os.path.join(uri, action.path))
+        except Exception:  # noqa: BLE001 - cleanup must not hide the original failure
             pass
 
 
@@ -195,6 +209,7 @@ def run_units(
     storage: Storage,
     before_commit: Callable[[], None] = lambda: None,
     on_unit: Callable[[int], None] = lambda unit: None,
+    overwrite: bool = False,
 ) -> tuple[list[Any], Any, int, int]:
     """Run every unit (``compute`` gives a unit's output frame and its source row count),
     check its schema against the table's (``prepare_frame``, ``reconcile_schema``) and write
@@ -202,10 +217,13 @@ def run_units(
     rows read and written. Nothing is committed; on any failure the files written so far
     are removed. Raises :class:`UnitsNotApplicable` when a unit would change the table's
     schema (new columns, or units that disagree), so that the batch runs as one unit.
+    With ``overwrite`` (a full refresh) the units' schema replaces the table's, as the
+    one-unit overwrite does: the existing schema is not consulted.
     """
     from deltalake import Schema as DeltaSchema
 
     exists = storage.is_table(uri)
+    fs = storage.fs(uri) if is_remote(uri) else None
     actions: list[Any] = []
     schema: Any = None
     rows_in = rows_out = 0
@@ -213,7 +231,7 @@ def run_units(
         for index, files in enumerate(units):
             df, read = compute(files)
             df = prepare_frame(df, table=target.table)
-            if exists:
+            if exists and not overwrite:
                 df, added, _missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
                                                        storage=storage)
                 if added:
@@ -225,14 +243,15 @@ def run_units(
             rows_in += read
             rows_out += df.height
             if df.height:
-                actions.append(write_unit_file(df, uri, run_id=run_id, unit=index))
+                actions.append(write_unit_file(df, uri, run_id=run_id, unit=index, storage=storage, fs=fs))
             del df
             on_unit(index)
         before_commit()
     except BaseException:
-        remove_unit_files(uri, actions)
+        remove_unit_files(uri, actions, fs)
         raise
-    delta_schema = storage.table(uri).schema() if exists else DeltaSchema.from_arrow(_arrow_schema(schema))
+    keep = exists and not overwrite
+    delta_schema = storage.table(uri).schema() if keep else DeltaSchema.from_arrow(_arrow_schema(schema))
     return actions, delta_schema, rows_in, rows_out
 
 
@@ -251,26 +270,33 @@ def commit_units(
     metadata: dict[str, str],
     transactions: Sequence[tuple[str, int]],
     storage: Storage,
+    overwrite: bool = False,
 ) -> WriteOutcome:
     """Commit every unit's files in one Delta transaction with the run's metadata and app
     transactions (the watermark). A missing table is created by that same commit. An
-    empty batch on an existing table commits nothing, as the one-unit append does."""
+    empty batch on an existing table commits nothing, as the one-unit append does.
+
+    With ``overwrite`` (a full refresh) the commit is delta-rs's ``mode="overwrite"``: it
+    removes every file of the current version and adds the units' files, with ``schema``
+    as the table's schema, in one version (an empty batch empties the table, as the
+    one-unit overwrite does)."""
     from deltalake import CommitProperties, Transaction
     from deltalake.transaction import create_table_with_add_actions
 
     exists = storage.is_table(uri)
     rows = sum(json.loads(a.stats)["numRecords"] for a in actions)
-    if not actions and exists:
+    if not actions and exists and not overwrite:
         return WriteOutcome(operation="none", version=None, rows=0)
     metadata, done = storage.write_guard(uri, metadata, exists=exists)
     commit = CommitProperties(custom_metadata=metadata,
                               app_transactions=[Transaction(app, version) for app, version in transactions] or None)
     what = f"committing {len(actions)} unit file(s) to {target.table}"
     if exists:
-        storage.call(lambda: storage.table(uri).create_write_transaction(list(actions), mode="append", schema=schema,
+        mode = "overwrite" if overwrite else "append"
+        storage.call(lambda: storage.table(uri).create_write_transaction(list(actions), mode=mode, schema=schema,
                                                                          commit_properties=commit),
                      what=what, uri=uri, done=done)
-        operation = "append"
+        operation = mode
     else:
         # As with the one-unit write, two creators race on version 0: the loser appends.
         storage.call(lambda: create_table_with_add_actions(uri, schema, list(actions), mode="append",
