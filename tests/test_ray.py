@@ -160,3 +160,17 @@ def test_without_ray_the_engine_says_how_to_install_it(project, monkeypatch):
     r = medallion("run", "bronze_events", "-C", project, "--engine", "ray", "-q")
     assert r.exit_code == 2 and "pip install 'medallion-cli[ray]'" in r.stderr, r
     assert not (project / "lake" / "bronze_events").exists()
+
+
+def test_a_bad_engine_in_project_yml_is_a_config_error(project):
+    path = project / "conf" / "project.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["engine"] = {"type": "spark"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = medallion("run", "bronze_events", "-C", project, "-q")
+    assert r.exit_code == 2 and "medallion.engine.type" in r.stderr, r
+    # a misspelt key is refused too
+    data["medallion"]["engine"] = {"type": "ray", "adress": "auto"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = medallion("run", "bronze_events", "-C", project, "-q")
+    assert r.exit_code == 2 and "adress" in r.stderr, r
