@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'medallion-cli[ray]'"
 # A task whose worker process dies (killed, out of memory) runs again this many times.
 DEFAULT_MAX_RETRIES = 3
+_CONNECT = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,12 @@ def connect(engine: EngineConfig) -> Any:
     ``engine.address`` (or ``RAY_ADDRESS``), else start a local instance."""
     import ray
 
+    with _CONNECT:  # two bronze tables of one run may start their units at once
+        _connect(ray, engine)
+    return ray
+
+
+def _connect(ray: Any, engine: EngineConfig) -> None:
     if not ray.is_initialized():
         address = engine.address
         if address is None and not os.environ.get("RAY_ADDRESS"):
@@ -100,7 +108,6 @@ def connect(engine: EngineConfig) -> Any:
             kwargs["include_dashboard"] = False
         ray.init(address=address, **kwargs)
     _narration_to_stderr()
-    return ray
 
 
 def _narration_to_stderr() -> None:
