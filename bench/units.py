@@ -1,12 +1,13 @@
-"""Peak RSS and rows/s of `medallion run bronze_events` with and without work units.
+"""Peak RSS and rows/s of `medallion run bronze_events` with and without work units, and
+with the units as Ray tasks (`--engine ray`, a local Ray started by the run; `--no-ray` skips it).
 
 Generates --rows events in --files Parquet files (seeded, bench/generate.py in a child),
 scaffolds two projects with the real `medallion init --no-sample-data`, lands the same
 files in both, declares `medallion.partition: {by: files, max_files: N}` in the second,
-and runs `medallion run bronze_events` in each, in a fresh child (wall, peak RSS from
-wait4), then checks both tables hold the same rows.
+and runs `medallion run bronze_events` in each, in a fresh child (wall, peak RSS of the
+driver from wait4: Ray's workers are not counted), then checks the tables hold the same rows.
 
-    python bench/units.py [--rows 5000000] [--files 20] [--max-files 2]
+    python bench/units.py [--rows 5000000] [--files 20] [--max-files 2] [--no-ray]
 """
 
 from __future__ import annotations
@@ -35,31 +36,36 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--max-files", type=int, default=2)
+    parser.add_argument("--no-ray", action="store_true", help="skip the --engine ray run")
     args = parser.parse_args()
     root = WORK / f"units_{args.rows}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     events, _ = generate(root, args.rows, args.files)
     results = {}
-    for name, units in (("one_unit", None), ("units", args.max_files)):
+    runs = [("one_unit", None, ()), ("units", args.max_files, ())]
+    if not args.no_ray:
+        runs.append(("units_ray", args.max_files, ("--engine", "ray")))
+    for name, units, extra in runs:
         project = fresh_project(root, events, name)
         if units:
             declare_units(project, units)
-        m = measured(medallion("run", "bronze_events", "--json", "-q"), project)
+        m = measured(medallion("run", "bronze_events", "--json", "-q", *extra), project)
         doc = json.loads(m.pop("stdout"))
         bronze = doc["layers"][0]
         results[name] = {**m, "rows": bronze["rows_out"], "rows_per_s": round(bronze["rows_out"] / m["wall_s"]),
                          "metrics": bronze["metrics"], "load": load()}
         print(f"{name:<9} wall {m['wall_s']:6.2f}s  peak RSS {m['peak_rss_mib']:7.0f} MiB  "
               f"{results[name]['rows_per_s']:>10,} rows/s  {bronze['metrics']}  ({load()})", file=sys.stderr)
-    check = subprocess.run([sys.executable, "-c", (
-        "import polars as pl, sys; a, b = (pl.scan_delta(p).drop('_ingested_at', '_run_id') for p in sys.argv[1:]);"
-        "cols = a.collect_schema().names();"
-        "print(a.sort(cols, nulls_last=True).collect().equals(b.sort(cols, nulls_last=True).collect()))"),
-        str(root / "one_unit" / "lake" / "bronze_events"), str(root / "units" / "lake" / "bronze_events")],
-        capture_output=True, text=True, env=child_env())
-    results["same_rows"] = check.stdout.strip() == "True"
-    print(f"same rows: {results['same_rows']} {check.stderr.strip()[-300:]}", file=sys.stderr)
+    for name, *_ in runs[1:]:
+        check = subprocess.run([sys.executable, "-c", (
+            "import polars as pl, sys; a, b = (pl.scan_delta(p).drop('_ingested_at', '_run_id') for p in sys.argv[1:]);"
+            "cols = a.collect_schema().names();"
+            "print(a.sort(cols, nulls_last=True).collect().equals(b.sort(cols, nulls_last=True).collect()))"),
+            str(root / "one_unit" / "lake" / "bronze_events"), str(root / name / "lake" / "bronze_events")],
+            capture_output=True, text=True, env=child_env())
+        results[f"same_rows_{name}"] = check.stdout.strip() == "True"
+        print(f"same rows ({name}): {results[f'same_rows_{name}']} {check.stderr.strip()[-300:]}", file=sys.stderr)
     (WORK / "units_results.json").write_text(json.dumps(results, indent=2))
 
 

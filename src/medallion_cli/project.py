@@ -194,6 +194,7 @@ class Project:
     state_path: Path = Path(".medallion/state.duckdb")
     storage: Any = None  # storage.Storage: options for object-store URIs
     memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB  # what one work unit may use (tables with medallion.partition)
+    engine: Any = None  # engines.EngineConfig from medallion.engine (None: the local engine)
 
     @property
     def lock_dir(self) -> Path:
@@ -353,8 +354,11 @@ def load_project(root: Path, *, storage_overrides: Iterable[str] = ()) -> Projec
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 64:
         raise ConfigError(f"{project_path}: medallion.memory_budget_mb must be an integer of at least 64, got {budget!r}",
                           hint=f"e.g. `memory_budget_mb: {DEFAULT_MEMORY_BUDGET_MB}`")
+    from medallion_cli.engines import parse_engine
+
+    engine = parse_engine(section.get("engine"), where=str(project_path))
     return Project(root=root, name=str(name), lake_root=lake_root, layers=layers, tool=tool, state_path=state_path,
-                   storage=storage, memory_budget_mb=budget)
+                   storage=storage, memory_budget_mb=budget, engine=engine)
 
 
 def _pipeline_names(root: Path, listed: Any, project_path: Path) -> list[str]:

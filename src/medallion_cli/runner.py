@@ -269,6 +269,9 @@ class RunOptions:
     quality_policy: str | None = None  # fail | drop | quarantine for every gate, this run only
     threads: int | None = None  # tables run at once; None: scheduler.default_threads(); 1: one after another
     fail_fast: bool = False  # start no table after the first failure
+    # engines.EngineConfig: where bronze work units run (None: here); a name (--engine) is
+    # resolved against the project's medallion.engine by run_project.
+    engine: Any = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
@@ -316,6 +319,10 @@ def run_project(
     preflight_targets(project, layers)
     preflight_inputs(project, layers)
     executor = validate_executor(options.executor)
+    if options.engine is None or isinstance(options.engine, str):
+        from medallion_cli.engines import resolve_engine
+
+        options = replace(options, engine=resolve_engine(options.engine, project.engine))
     for layer in layers:
         validate_executor(layer.executor)
         if layer.retry is not None:  # unknown exception names fail before any table runs
@@ -798,34 +805,31 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
 
     project, store, storage, target = ctx.project, ctx.store, ctx.project.storage, layer.target
     columns = plan.source.collect_schema()  # every unit's source gets the whole batch's columns
-    root = project.resolve_path(str(layer.source.landing))
     attempts = 0
 
     def compute(files: list[Any]) -> tuple[Any, int]:
         nonlocal attempts
-        scan = sources.scan_landing(sources.LandingFiles(root, tuple(files)), layer.source, storage)
-        frame = with_ingestion_times(scan.frame, {f.name: from_micros(plan.file_times[f.name]) for f in files},
-                                     plan.started_at)
-        have = frame.collect_schema()
-        frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in columns.items()
-                                   if name not in have).select(list(columns))
-        unit_inputs = {**inputs, layer.source.input_name: frame}
-
-        def once() -> tuple[Any, int]:
-            value = run_dag(ctx.fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
-                            executor=ctx.executor or layer.executor, pipelines_dir=project.root / "pipelines")
-            try:
-                return _collect(value, frame, layer)
-            except PipelineError:
-                _raise_landing_diagnosis(project, plan)
-                raise
-
-        (df, rows_in), tries, retried = with_retries(once, layer.retry, root=project.root, where=str(layer.config_path),
-                                                     layer=layer.name)
+        df, rows_in, tries, retried = compute_unit(project, ctx.fp_project, layer, files, columns=columns,
+                                                   file_times=plan.file_times, started_at=plan.started_at,
+                                                   inputs=inputs, executor=ctx.executor or layer.executor,
+                                                   diagnose=lambda: _raise_landing_diagnosis(project, plan))
         attempts += tries
         warnings.extend(retried)
-        check_target_columns(layer, df.columns)
         return df, rows_in
+
+    execute = None
+    if ctx.options.engine is not None and ctx.options.engine.type == "ray":
+        from medallion_cli import engines
+
+        def execute(batch: list[list[Any]], exists: bool) -> Any:
+            nonlocal attempts
+            for out, tries, retried in engines.ray_units(
+                    ctx.options.engine, project, layer, batch, columns=columns, file_times=plan.file_times,
+                    started_at=plan.started_at, inputs=inputs, executor=ctx.executor or layer.executor, uri=uri,
+                    run_id=ctx.run_id, exists=exists):
+                attempts += tries
+                warnings.extend(retried)
+                yield out
 
     def before_commit() -> None:
         _crash_point(layer, "units_written")
@@ -834,7 +838,8 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
     try:
         actions, schema, rows_in, _rows = units.run_units(
             split, compute, uri, target, run_id=ctx.run_id, storage=storage, before_commit=before_commit,
-            on_unit=lambda index: _crash_point(layer, "unit_written"), overwrite=plan.write_mode == "overwrite")
+            on_unit=lambda index: _crash_point(layer, "unit_written"), overwrite=plan.write_mode == "overwrite",
+            execute=execute)
     finally:
         ctx.attempts[layer.name] = attempts
     wm = plan.watermark_after
@@ -854,6 +859,44 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
     status = "written" if outcome.version is not None else "unchanged"
     result = _result(layer, uri, plan, status, outcome, rows_in, outcome.rows, time.perf_counter() - t_layer, warnings)
     return replace(result, attempts=attempts)
+
+
+def compute_unit(project: Project, fp_project: Any, layer: LayerConfig, files: Sequence[Any], *, columns: Any,
+                 file_times: dict[str, int], started_at: datetime, inputs: dict[str, Any], executor: str | None,
+                 diagnose: Callable[[], None] = lambda: None) -> tuple[Any, int, int, list[str]]:
+    """One work unit's output: its landing ``files`` read (with the ingestion times the plan
+    gave them and the whole batch's ``columns``), the layer's DAG run on them and collected.
+
+    Returns the frame, its source row count, the DAG attempts and retry warnings. Called on
+    the driver (local engine) or in a worker (``engines``): it needs only picklable values
+    and a FlowerPower project loaded where it runs.
+    """
+    import polars as pl
+
+    from medallion_cli import sources
+    from medallion_cli.incremental import from_micros, with_ingestion_times
+
+    root = project.resolve_path(str(layer.source.landing))
+    scan = sources.scan_landing(sources.LandingFiles(root, tuple(files)), layer.source, project.storage)
+    frame = with_ingestion_times(scan.frame, {f.name: from_micros(file_times[f.name]) for f in files}, started_at)
+    have = frame.collect_schema()
+    frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in columns.items()
+                               if name not in have).select(list(columns))
+    unit_inputs = {**inputs, layer.source.input_name: frame}
+
+    def once() -> tuple[Any, int]:
+        value = run_dag(fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs, executor=executor,
+                        pipelines_dir=project.root / "pipelines")
+        try:
+            return _collect(value, frame, layer)
+        except PipelineError:
+            diagnose()
+            raise
+
+    (df, rows_in), tries, retried = with_retries(once, layer.retry, root=project.root, where=str(layer.config_path),
+                                                 layer=layer.name)
+    check_target_columns(layer, df.columns)
+    return df, rows_in, tries, retried
 
 
 def _record_state(store: StateStore, layer: LayerConfig, uri: str, plan: LayerPlan, version: int | None, run_id: str,

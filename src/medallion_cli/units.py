@@ -22,7 +22,8 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +200,35 @@ def remove_unit_files(uri: str, actions: Sequence[Any], fs: Any = None) -> None:
 
 
 # -- the batch: every unit, then one commit ---------------------------------------------------
+@dataclass(frozen=True)
+class UnitOutput:
+    """What one unit gives the driver: its uncommitted file (None if it wrote no rows), the
+    polars schema of its output, rows read and written, and columns its output would add to
+    the table (then nothing was written). Small and picklable: a Ray task returns it."""
+
+    index: int
+    action: Any
+    schema: Any
+    rows_in: int
+    rows_out: int
+    added: tuple[str, ...] = ()
+
+
+def unit_output(df: pl.DataFrame, rows_in: int, uri: str, target: TargetConfig, *, index: int, run_id: str,
+                exists: bool, storage: Storage) -> UnitOutput:
+    """Check one unit's output frame against the table (``prepare_frame``,
+    ``reconcile_schema``) and write its Parquet file; where the unit runs (driver or worker)."""
+    df = prepare_frame(df, table=target.table)
+    if exists:
+        df, added, _missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
+                                               storage=storage)
+        if added:
+            return UnitOutput(index, None, df.schema, rows_in, df.height, tuple(added))
+    fs = storage.fs(uri) if is_remote(uri) else None
+    action = write_unit_file(df, uri, run_id=run_id, unit=index, storage=storage, fs=fs) if df.height else None
+    return UnitOutput(index, action, df.schema, rows_in, df.height)
+
+
 def run_units(
     units: Sequence[Sequence[LandingFile]],
     compute: Callable[[Sequence[LandingFile]], tuple[pl.DataFrame, int]],
@@ -210,49 +240,78 @@ def run_units(
     before_commit: Callable[[], None] = lambda: None,
     on_unit: Callable[[int], None] = lambda unit: None,
     overwrite: bool = False,
+    execute: Callable[[Sequence[Sequence[LandingFile]], bool], Iterator[UnitOutput]] | None = None,
 ) -> tuple[list[Any], Any, int, int]:
     """Run every unit (``compute`` gives a unit's output frame and its source row count),
     check its schema against the table's (``prepare_frame``, ``reconcile_schema``) and write
     its Parquet file. Returns the ``AddAction``s, the Delta schema to commit with, and the
-    rows read and written. Nothing is committed; on any failure the files written so far
+    rows read and written. Nothing is committed; on any failure the files this run wrote
     are removed. Raises :class:`UnitsNotApplicable` when a unit would change the table's
     schema (new columns, or units that disagree), so that the batch runs as one unit.
     With ``overwrite`` (a full refresh) the units' schema replaces the table's, as the
     one-unit overwrite does: the existing schema is not consulted.
+
+    ``execute(units, exists)``, when given, runs the units elsewhere (a distributed engine)
+    and yields their :class:`UnitOutput` in unit order; ``compute`` is then not called.
     """
     from deltalake import Schema as DeltaSchema
 
     exists = storage.is_table(uri)
     fs = storage.fs(uri) if is_remote(uri) else None
+    # A full refresh replaces the table's schema, as the one-unit overwrite does: the units
+    # are not checked against the existing one.
+    check_existing = exists and not overwrite
+
+    def here(batch: Sequence[Sequence[LandingFile]], exists: bool) -> Iterator[UnitOutput]:
+        for index, files in enumerate(batch):
+            df, read = compute(files)
+            yield unit_output(df, read, uri, target, index=index, run_id=run_id, exists=exists, storage=storage)
+            del df
+
     actions: list[Any] = []
     schema: Any = None
     rows_in = rows_out = 0
+    outputs = (execute or here)(units, check_existing)
     try:
-        for index, files in enumerate(units):
-            df, read = compute(files)
-            df = prepare_frame(df, table=target.table)
-            if exists and not overwrite:
-                df, added, _missing = reconcile_schema(df, uri, table=target.table, evolution=target.schema_evolution,
-                                                       storage=storage)
-                if added:
-                    raise UnitsNotApplicable(f"the output adds column(s) {', '.join(added)}")
+        for out in outputs:
+            if out.action is not None:
+                actions.append(out.action)
+            if out.added:
+                raise UnitsNotApplicable(f"the output adds column(s) {', '.join(out.added)}")
             if schema is None:
-                schema = df.schema
-            elif df.schema != schema:
+                schema = out.schema
+            elif out.schema != schema:
                 raise UnitsNotApplicable("units produced different schemas")
-            rows_in += read
-            rows_out += df.height
-            if df.height:
-                actions.append(write_unit_file(df, uri, run_id=run_id, unit=index, storage=storage, fs=fs))
-            del df
-            on_unit(index)
+            rows_in += out.rows_in
+            rows_out += out.rows_out
+            on_unit(out.index)
         before_commit()
     except BaseException:
+        close = getattr(outputs, "close", None)
+        if close is not None:
+            close()  # a remote engine stops its tasks before the files are removed
         remove_unit_files(uri, actions, fs)
+        remove_run_files(uri, run_id)
         raise
-    keep = exists and not overwrite
-    delta_schema = storage.table(uri).schema() if keep else DeltaSchema.from_arrow(_arrow_schema(schema))
+    # Files of attempts that did not count (a retried task) are never committed: remove them.
+    remove_run_files(uri, run_id, keep={a.path for a in actions})
+    delta_schema = storage.table(uri).schema() if check_existing else DeltaSchema.from_arrow(_arrow_schema(schema))
     return actions, delta_schema, rows_in, rows_out
+
+
+def remove_run_files(uri: str, run_id: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Delete this run's unit files (``part-<run_id>-*``) that are not in ``keep`` (best effort):
+    files of failed or retried attempts, which no version references."""
+    try:
+        names = os.listdir(uri)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f"part-{run_id}-") and name not in keep:
+            try:
+                os.remove(os.path.join(uri, name))
+            except OSError:
+                pass
 
 
 def _arrow_schema(schema: Any) -> Any:

@@ -31,6 +31,11 @@ def run(
         str | None,
         typer.Option("--executor", "-e", help="Hamilton executor: synchronous, threadpool or processpool.", show_default=False),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", help="Where bronze work units run: local (default) or ray (Ray tasks; needs "
+                     "`pip install 'medallion-cli[ray]'`). Overrides medallion.engine.", show_default=False),
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option("--since", help="Backfill from this time (inclusive): ISO date/timestamp (UTC) or e.g. '7 days ago'.", show_default=False),
@@ -100,6 +105,7 @@ def run(
         quality_policy=quality_policy,
         threads=threads,
         fail_fast=fail_fast,
+        engine=engine,
     )
     if window:
         out.info(f"backfill window {window.describe()} (UTC)")
