@@ -45,12 +45,25 @@ def test_storage_gives_up_after_max_attempts():
     assert fn.calls == 4 and storage.retries == 3
 
 
-def test_storage_stops_before_the_budget_is_spent():
+def test_storage_stops_before_the_budget_is_spent(monkeypatch):
+    import time
+
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording_sleep)
     storage = Storage(retry=RetryPolicy(max_attempts=50, initial_delay_s=0.2, max_delay_s=0.2, budget_s=0.5))
     fn = Flaky(100, TimeoutError("timed out"))
     with pytest.raises(StorageError):
         storage.call(fn, what="reading x")
-    assert 2 <= fn.calls <= 4  # about 0.5 s of 0.1-0.2 s waits, never past the budget
+    # waits are 0.1-0.2 s (jitter): at most 0.5/0.1 of them fit, and their sum never reaches the
+    # budget, however slow the machine (the stop rule counts elapsed time plus the next wait)
+    assert 2 <= fn.calls <= 6 and len(slept) == fn.calls - 1
+    assert all(0.1 <= s <= 0.2 for s in slept) and sum(slept) < 0.5
 
 
 @pytest.mark.parametrize("exc", [ValueError("schema mismatch"), PermissionError("access denied"),
