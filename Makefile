@@ -37,11 +37,12 @@ demo: $(STAMP)
 	@echo "Report: open $(DEMO)/target/docs/index.html in a browser (no network needed),"
 	@echo "        or run 'cd $(DEMO) && ../$(BIN)/medallion docs serve' and open http://127.0.0.1:8000/"
 
+# -n auto: one pytest worker per core; worksteal keeps both busy around the long kill test.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --rows 1000000 5000000
