@@ -30,7 +30,9 @@ BRONZE_COLUMNS = ("_source_file", "_ingested_at", "_run_id")
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module; workers inherit this process's PYTHONPATH (the shared path)."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # address="local": a new instance even when another Ray runs on this machine (another test
+    # worker, a cluster test), which ray.init() without an address would join.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
 
