@@ -9,7 +9,6 @@ retries briefly when another medallion process has it open.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -209,29 +208,29 @@ class StateStore:
         """Open the file (retried while another process holds it), in UTC, its schema migrated."""
         import duckdb
 
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         timeout = _lock_timeout()
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            try:
-                con = duckdb.connect(str(self.path))
-                break
-            except duckdb.Error as exc:
-                if _is_corrupt(exc):
-                    raise StateCorruptError(self.path, _reason(exc)) from exc
-                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
-                    raise MedallionError(
-                        f"cannot open the state file {self.path}: {exc}",
-                        hint="check the file's permissions; `medallion watermark repair` rebuilds it from the Delta logs",
-                    ) from exc
-                if time.monotonic() >= deadline:
-                    raise ConflictError(
-                        f"the state file {self.path} stayed locked by another process for {timeout:g}s",
-                        hint="another medallion command is using it; retry when it has finished",
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+
+        def locked(exc: BaseException) -> bool:  # another process has the file: worth waiting for
+            return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower() and not _is_corrupt(exc)
+
+        try:
+            con = Retrying(retry=retry_if_exception(locked), stop=stop_after_delay(timeout),
+                           wait=wait_exponential(multiplier=0.02, max=0.5), reraise=True)(duckdb.connect, str(self.path))
+        except duckdb.Error as exc:
+            if _is_corrupt(exc):
+                raise StateCorruptError(self.path, _reason(exc)) from exc
+            if locked(exc):
+                raise ConflictError(
+                    f"the state file {self.path} stayed locked by another process for {timeout:g}s",
+                    hint="another medallion command is using it; retry when it has finished",
+                ) from exc
+            raise MedallionError(
+                f"cannot open the state file {self.path}: {exc}",
+                hint="check the file's permissions; `medallion watermark repair` rebuilds it from the Delta logs",
+            ) from exc
         try:
             con.execute("SET TimeZone = 'UTC'")
             self._migrate(con)
