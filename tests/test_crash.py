@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -60,18 +61,30 @@ def assert_same(project, twin) -> None:
             assert count == rows, name
 
 
-def land_batch(stream: EventStream, people: CustomerStream, project, twin) -> None:
-    """A batch of events and one of customers, landed in both projects."""
-    for feed, path in (("events", stream.write(stream.batch(3000), project / "data" / "landing" / "events")),
-                       ("customers", people.write(people.batch(), project / "data" / "landing" / "customers"))):
+def land_batch(stream: EventStream, people: CustomerStream, project, twin, event_files: int = 1) -> None:
+    """A batch of events (in ``event_files`` files) and one of customers, landed in both projects."""
+    landed = [("events", stream.write(stream.batch(3000 // event_files), project / "data" / "landing" / "events"))
+              for _ in range(event_files)]
+    landed.append(("customers", people.write(people.batch(), project / "data" / "landing" / "customers")))
+    for feed, path in landed:
         shutil.copy2(path, twin / "data" / "landing" / feed / path.name)
 
 
-# Three independent runs of the scenario (pytest-xdist spreads them over the cores): the named
-# points in two halves, then the timed kills.
+# Independent runs of the scenario (pytest-xdist spreads them over the cores): the named points
+# in two halves, the timed kills, and work units: bronze_events split into one unit per landing
+# file (two files a batch) and killed between, after and around its unit writes, while the twin
+# runs it as one unit.
+UNIT_POINTS = ("bronze_events:unit_written", "bronze_events:units_written", "bronze_events:committed",
+               "bronze_events:recorded")
 PARTS = {"named-1": [("point", p) for p in NAMED[: len(NAMED) // 2]],
          "named-2": [("point", p) for p in NAMED[len(NAMED) // 2:]],
-         "timed": [("timed", None)] * TIMED}
+         "timed": [("timed", None)] * TIMED,
+         "units": [("point", p) for p in UNIT_POINTS] + [("timed", None)] * 3}
+
+
+def split_into_units(project) -> None:
+    path = project / "conf" / "pipelines" / "bronze_events.yml"
+    path.write_text(path.read_text() + "  partition: {by: files, max_files: 1}\n")
 
 
 @pytest.mark.parametrize("part", list(PARTS))
@@ -87,11 +100,15 @@ def test_killed_runs_recover_exactly(project, tmp_path, part):
     people.write(people.batch(), customers)
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
+    event_files = 1
+    if part == "units":
+        split_into_units(project)
+        event_files = 2
     assert medallion("run", "all", "-C", project, "-q").exit_code == 0
     assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
 
     # How long one uninterrupted run takes here, as a subprocess: timed kills fall inside it.
-    land_batch(stream, people, project, twin)
+    land_batch(stream, people, project, twin, event_files)
     assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"], check=True, timeout=300)
@@ -102,7 +119,7 @@ def test_killed_runs_recover_exactly(project, tmp_path, part):
     scenarios = PARTS[part]
     killed_timed = 0
     for kind, point in scenarios:
-        land_batch(stream, people, project, twin)
+        land_batch(stream, people, project, twin, event_files)
         assert medallion("run", "all", "-C", twin, "-q").exit_code == 0
         env = dict(os.environ)
         cmd = [sys.executable, "-m", "medallion_cli", "run", "all", "-C", str(project), "-q"]
@@ -120,3 +137,9 @@ def test_killed_runs_recover_exactly(project, tmp_path, part):
         assert_same(project, twin)
     if part == "timed":
         assert killed_timed >= 5  # most timed kills hit a running process
+    if part == "units":  # the units really ran: the last batch's commit adds one file per unit
+        import json
+
+        log = sorted((project / "lake" / "bronze_events" / "_delta_log").glob("*.json"))[-1]
+        adds = [json.loads(line)["add"]["path"] for line in log.read_text().splitlines() if '"add"' in line]
+        assert len(adds) == 2 and all(re.fullmatch(r"part-.+-0000[01]-[0-9a-f]{32}\.parquet", a) for a in adds), adds
