@@ -154,7 +154,9 @@ def split_ranges(counts: Sequence[tuple[date, int]], lo: date, hi: date, *, days
 
 def source_profile(project: Any, layer: LayerConfig, plan: LayerPlan, column: str) -> tuple[list[tuple[date, int]], int, float]:
     """Rows per ``column`` value of the run's source, its null rows, and an estimate of the
-    in-memory bytes of a source row (the source table's Parquet bytes per row, expanded)."""
+    in-memory bytes of a source row (the source table's Parquet bytes per row, expanded:
+    about 110 B a row on the template's silver_events, where the in-memory engine measured
+    about 100 B)."""
     import polars as pl
 
     from medallion_cli import units
@@ -165,7 +167,9 @@ def source_profile(project: Any, layer: LayerConfig, plan: LayerPlan, column: st
     files = pl.DataFrame(project.storage.table(project.table_uri(str(layer.source.table)))
                           .get_add_actions(flatten=True)).select("size_bytes", "num_records")
     size, rows = files["size_bytes"].sum(), files["num_records"].sum()
-    row_bytes = (size / rows if rows else 0.0) * units.EXPANSION["parquet"] * units.WORKING_SET
+    # Gold's output is small next to its input (unlike bronze, no WORKING_SET multiple):
+    # the estimate is what the in-memory engine holds of the range's rows.
+    row_bytes = (size / rows if rows else 0.0) * units.EXPANSION["parquet"]
     return sorted(pairs), int(nulls or 0), row_bytes
 
 
