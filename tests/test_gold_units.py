@@ -116,11 +116,12 @@ def test_any_range_count_gives_the_one_unit_gold(template_project, tmp_path_fact
             land(stream, 60, one, split)
             now["at"] = T0 + timedelta(hours=i)
             before = {name: commit_info(split, name)[0] if (split / "lake" / name).exists() else -1 for name in GOLD}
-            run(one, "all")
+            doc_one = run(one, "all")
             doc = run(split, "all")
             same_gold(one, split)
             for name in GOLD:
                 lay = layer(doc, name)
+                assert (lay["rows_in"], lay["rows_out"]) == (layer(doc_one, name)["rows_in"], layer(doc_one, name)["rows_out"])
                 if lay["status"] == "written":  # one Delta version per run, units or not
                     assert commit_info(split, name)[0] == before[name] + 1
                     split_runs += lay["metrics"].get("units", 1) > 1

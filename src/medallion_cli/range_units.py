@@ -245,7 +245,8 @@ def _run_ranges(ctx: Any, layer: LayerConfig, plan: LayerPlan, inputs: dict[str,
                 value = value.lazy()
             if isinstance(value, pl.LazyFrame):
                 value = value.filter(own)  # the window's days belong to the range before
-            return runner._collect(value, frame.filter(own), layer)
+            # rows_in as the one-unit run counts them: the first unit also counts the window before the range
+            return runner._collect(value, frame if unit == split[0] else frame.filter(own), layer)
 
         (df, rows_in), tries, retried = with_retries(once, layer.retry, root=project.root,
                                                      where=str(layer.config_path), layer=layer.name)
