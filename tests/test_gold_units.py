@@ -259,3 +259,35 @@ def test_split_ranges_cover_the_dates_once_in_order(counts, gaps, days, ranges, 
                        for i in range((last - first).days + days))
             present = [d for d in own if first <= d <= last]
             assert need <= budget or len(present) == 1
+
+
+def test_ranges_on_an_s3_lake_give_the_local_one_unit_gold(s3, tmp_path):
+    from conftest import add_landing_file
+
+    r = medallion("init", "shop", "--directory", tmp_path / "s3", "--storage", "s3", "--bucket", "lake-bucket", "-q")
+    assert r.exit_code == 0, r
+    remote, local = tmp_path / "s3" / "shop", tmp_path / "local"
+    shutil.copytree(remote, local)
+    project_yml = local / "conf" / "project.yml"
+    conf = yaml.safe_load(project_yml.read_text())
+    conf["medallion"]["lake_root"] = "lake"
+    project_yml.write_text(yaml.safe_dump(conf, sort_keys=False))
+    for name in GOLD:
+        configure(local, name, streaming=False)
+        configure(remote, name, partition={"by": "column", "column": "event_date", "ranges": 3})
+    options = s3.env()
+    now = {"at": T0}
+    docs = []
+    with frozen(now):
+        for i, extra in enumerate((None, "more.csv")):
+            now["at"] = T0 + timedelta(hours=i)
+            for p in (local, remote):
+                if extra:  # purchases on five days: an incremental run over several dates
+                    add_landing_file(p, extra, [(f"late-{d}", 3, "purchase", 10.0 + d, f"2024-01-0{d}",
+                                                 f"2024-01-0{d}T12:00:00Z", "east") for d in range(1, 6)])
+                docs.append(run(p, "all"))
+            for name in GOLD:
+                lake = pl.read_delta(f"s3://lake-bucket/shop/lake/{name}", storage_options=options)
+                assert_frame_equal(gold(local, name), lake.sort(GOLD[name]).select(sorted(lake.columns)))
+                assert layer(docs[-1], name)["metrics"]["units"] > 1
+    assert layer(docs[-1], "gold_daily_sales")["operation"] == "replace"

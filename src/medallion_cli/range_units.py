@@ -327,7 +327,7 @@ def replaced_files(uri: str, column: str, affected: tuple[date, date], *, run_id
         if inside and not row.get(f"null_count.{column}"):
             continue  # every row is replaced
         full = f"{uri.rstrip('/')}/{row['path']}"
-        rest = pl.read_parquet(full, storage_options=storage.delta(uri) if fs else None).filter(
+        rest = pl.read_parquet(full, storage_options=storage.polars(uri)).filter(
             ~((pl.col(column) >= lo) & (pl.col(column) <= hi)).fill_null(False))
         if rest.height:
             kept.append(units.write_unit_file(rest, uri, run_id=run_id, unit=90000 + i, storage=storage, fs=fs))
