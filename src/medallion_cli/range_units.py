@@ -178,13 +178,10 @@ def maybe_run(ctx: Any, layer: LayerConfig, plan: LayerPlan, inputs: dict[str, A
               warnings: list[str], t_layer: float) -> Any:
     """Run ``layer`` as partition-range units when it splits into more than one; returns
     the ``LayerResult``, or None to run it as one unit (``warnings`` says why, if notable)."""
-    import polars as pl
-
     from medallion_cli import units
 
     part = layer.partition
-    reason = why_one_unit(layer, plan)
-    if reason is not None:
+    if why_one_unit(layer, plan) is not None:
         return None
     column, days = part.column, window_days(layer, inputs)
     counts, nulls, row_bytes = source_profile(ctx.project, layer, plan, column)
