@@ -291,3 +291,28 @@ def test_ranges_on_an_s3_lake_give_the_local_one_unit_gold(s3, tmp_path):
                 assert_frame_equal(gold(local, name), lake.sort(GOLD[name]).select(sorted(lake.columns)))
                 assert layer(docs[-1], name)["metrics"]["units"] > 1
     assert layer(docs[-1], "gold_daily_sales")["operation"] == "replace"
+
+
+def test_auto_ranges_follow_the_memory_budget(project, tmp_path, monkeypatch):
+    from medallion_cli import units
+
+    split = tmp_path / "split"
+    twins(project, split, "auto")
+    now = {"at": T0}
+    with frozen(now):
+        docs = [run(p, "all") for p in (project, split)]  # the sample data fits the default budget
+    assert "units" not in layer(docs[1], "gold_daily_sales")["metrics"]
+    files = pl.DataFrame(DeltaTable(str(split / "lake" / "silver_events")).get_add_actions(flatten=True))
+    per_row = files["size_bytes"].sum() / files["num_records"].sum()
+    dates = pl.read_delta(str(split / "lake" / "silver_events"))["event_date"].n_unique()
+    counts = {}
+    for rows_per_unit in (1, 30):  # rows the 1 GiB default budget holds, by the estimate
+        monkeypatch.setattr(units, "EXPANSION", {**units.EXPANSION, "parquet": 1024**3 / per_row / rows_per_unit})
+        now["at"] += timedelta(days=1)
+        with frozen(now):
+            docs = [run(p, *GOLD, "--full-refresh", "--yes") for p in (project, split)]
+        same_gold(project, split)
+        counts[rows_per_unit] = {name: layer(docs[1], name)["metrics"]["units"] for name in GOLD}
+    assert counts[1] == {name: dates for name in GOLD}  # one date per unit
+    assert all(1 < counts[30][name] < dates for name in GOLD)
+    assert counts[30]["gold_daily_sales"] > counts[30]["gold_sales_by_segment"]  # its 7-day window costs rows
