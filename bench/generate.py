@@ -10,7 +10,9 @@ segment ``unknown``); ~1% later versions that move a customer to another segment
 invalid rows (null name, unknown segment, bad country code), mixed case and padding.
 
     python bench/generate.py OUT_DIR --rows 1000000 --files 10 [--seed 7] [--format parquet|csv|jsonl]
-        [--customers 100000 --customers-out CUSTOMERS_DIR]
+        [--customers 100000 --customers-out CUSTOMERS_DIR] [--chunks K]
+
+``--chunks K`` generates K independent seeded chunks of rows/K (for 100M rows in bounded memory).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ SEGMENTS = np.array(["consumer", "consumer", "business", "enterprise", "Business
 COUNTRIES = np.array(["FR", "DE", "JP", "US", "GB", "es", "IT"])
 
 
-def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataFrame:
+def events(rows: int, seed: int, first_id: int = 0, days: int = 365, users: int | None = None) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
+    users = users if users is not None else rows // 20
     n_unique = int(rows * 0.97)
     # Ids grow with event time (like ULIDs, snowflake or sequence ids): sorted days, then ids.
     day = np.sort(rng.integers(0, days, n_unique))
@@ -38,7 +41,7 @@ def events(rows: int, seed: int, first_id: int = 0, days: int = 365) -> pl.DataF
     df = pl.DataFrame(
         {
             "event_id": pl.Series(ids).cast(pl.String).str.zfill(10).str.replace(r"^", "evt-"),
-            "user_id": rng.integers(1, max(2, rows // 20), n_unique),
+            "user_id": rng.integers(1, max(2, users), n_unique),
             "event_type": TYPES[rng.integers(0, len(TYPES), n_unique)],
             "amount": np.round(rng.gamma(2.0, 30.0, n_unique), 3),
             "day": day,
@@ -115,13 +118,13 @@ def incremental_batch(existing: pl.DataFrame, rows: int, seed: int) -> pl.DataFr
     return pl.concat([fresh, updates]).sample(fraction=1.0, shuffle=True, seed=seed + 10)
 
 
-def write_files(df: pl.DataFrame, out: Path, files: int, fmt: str, prefix: str = "events") -> list[Path]:
+def write_files(df: pl.DataFrame, out: Path, files: int, fmt: str, prefix: str = "events", first: int = 0) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     size = -(-df.height // files)
     for i in range(files):
         part = df.slice(i * size, size)
-        path = out / f"{prefix}_{i:04d}.{fmt}"
+        path = out / f"{prefix}_{first + i:04d}.{fmt}"
         if fmt == "parquet":
             part.write_parquet(path)
         elif fmt == "csv":
@@ -141,8 +144,19 @@ def main() -> None:
     parser.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
     parser.add_argument("--customers", type=int, default=100_000, help="customers (default 100000)")
     parser.add_argument("--customers-out", type=Path, help="also write customers here (2 files)")
+    parser.add_argument("--chunks", type=int, default=1,
+                        help="generate in K chunks of rows/K (seed+chunk, users from all rows) to bound memory")
     args = parser.parse_args()
-    write_files(events(args.rows, args.seed), args.out, args.files, args.format)
+    if args.chunks <= 1:
+        write_files(events(args.rows, args.seed), args.out, args.files, args.format)
+    else:
+        # Each chunk is a seeded sample of its own (its duplicates and updates stay inside it);
+        # user ids are drawn from the whole set's range, ids never collide between chunks.
+        per, files = args.rows // args.chunks, args.files // args.chunks
+        for c in range(args.chunks):
+            df = events(per, args.seed + 1000 * c, first_id=c * per, users=args.rows // 20)
+            write_files(df, args.out, files, args.format, first=c * files)
+            del df
     if args.customers_out:
         write_files(customers(args.customers, args.seed), args.customers_out, 2, args.format, prefix="customers")
 

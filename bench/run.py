@@ -16,7 +16,7 @@ Then, per size, the incremental case: a full load followed by one `medallion run
 a batch of --batch events (half new events on recent days, a few late, half updates).
 
     python bench/run.py --rows 1000000 5000000 [--customers 100000] [--files 10] [--batch 50000]
-        [--only full|incremental|quality|s3]
+        [--only full|incremental|quality|s3] [--landing /work/bigdata/events-20m]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ LAYERS = ("bronze", "silver", "gold")
 EVENTS_CHAIN = ("bronze_events", "silver_events", "gold_daily_sales")
 CUSTOMER_TABLES = ("bronze_customers", "silver_customers")
 TABLES = (*EVENTS_CHAIN, *CUSTOMER_TABLES, "gold_sales_by_segment")
+LANDING: Path | None = None  # --landing
 
 
 def medallion(*args: object) -> list[str]:
@@ -98,6 +99,12 @@ def generate(root: Path, rows: int, files: int, n_customers: int = 0) -> tuple[P
 
     In a child process: a child's peak RSS (ru_maxrss) starts from its parent's at fork, so
     the parent must never hold the generated frames."""
+    if LANDING is not None:  # --landing: files generated earlier (e.g. /work/bigdata/events-20m)
+        events_dir, customers_dir = LANDING / "landing_events", LANDING / "landing_customers"
+        if not events_dir.is_dir():
+            raise SystemExit(f"--landing {LANDING}: no landing_events folder")
+        root.mkdir(parents=True, exist_ok=True)
+        return events_dir, (customers_dir if n_customers and customers_dir.is_dir() else None)
     events_dir, customers_dir = root / "landing_events", root / "landing_customers"
     cmd = [sys.executable, HERE / "generate.py", events_dir, "--rows", rows, "--files", files, "--seed", 7]
     if n_customers:
@@ -318,7 +325,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--batch", type=int, default=50_000, help="incremental batch rows (default: 1%% of 5M)")
     parser.add_argument("--only", choices=["full", "incremental", "quality", "s3"], help="run one part of the benchmark")
+    parser.add_argument("--landing", type=Path,
+                        help="use DIR/landing_events and DIR/landing_customers instead of generating (full, quality "
+                             "and s3 parts; one --rows value: the files' row count, for the report)")
     args = parser.parse_args()
+    global LANDING
+    LANDING = args.landing
     WORK.mkdir(exist_ok=True)
     results: dict = {}
     if args.only in (None, "full"):

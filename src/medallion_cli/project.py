@@ -171,6 +171,7 @@ class LayerConfig:
     snapshots: tuple[SnapshotInput, ...] = ()  # further inputs, read whole
     retry: Any = None  # flow.NodeRetry: re-run the DAG on the listed exceptions (None: no retries)
     partition: PartitionConfig | None = None  # None: the table runs as one unit
+    streaming: bool = False  # medallion.streaming: collect with polars' streaming engine (range_units.streaming)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -446,6 +447,13 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
     from medallion_cli.flow import load_node_retry
 
     retry = load_node_retry(med.get("retry"), path)
+    from medallion_cli import range_units  # gold: streaming and partition-range units
+
+    streaming = range_units.load_streaming(med.get("streaming"), path, source, target)
+    if range_units.is_column_partition(med.get("partition")):
+        partition = range_units.load_partition(med["partition"], path, target, incremental)
+    else:
+        partition = _load_partition(med.get("partition"), path, source, target)
     return LayerConfig(
         name=name,
         config_path=path,
@@ -459,7 +467,8 @@ def _load_layer(root: Path, name: str) -> LayerConfig:
         layer_tag=_layer_tag(med.get("layer"), path),
         snapshots=snapshots,
         retry=retry,
-        partition=_load_partition(med.get("partition"), path, source, target),
+        partition=partition,
+        streaming=streaming,
     )
 
 

@@ -681,6 +681,12 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         ctx.fp_project = load_flowerpower(project.root)
     inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
                    "run_started_at": plan.started_at})
+    if getattr(layer.partition, "by", None) == "column":  # gold: partition-range units (range_units)
+        from medallion_cli import range_units
+
+        ranged = range_units.maybe_run(ctx, layer, plan, inputs, uri, warnings, t_layer)
+        if ranged is not None:
+            return ranged
     if layer.partition is not None:
         from medallion_cli import units
 
@@ -992,7 +998,9 @@ def _collect(value: Any, source: Any, layer: LayerConfig) -> tuple[Any, int]:
             hint="return a pl.DataFrame or pl.LazyFrame from the output node",
         )
     try:
-        df, count = pl.collect_all([value, source.select(pl.len())])
+        # medallion.streaming (range_units.load_streaming): on by default for gold's rebuilds
+        engine = "streaming" if getattr(layer, "streaming", False) else "in-memory"
+        df, count = pl.collect_all([value, source.select(pl.len())], engine=engine)
     except Exception as exc:  # a polars error while evaluating the pipeline's plan
         raise PipelineError(
             f"layer {layer.name!r} failed while computing {layer.output!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
