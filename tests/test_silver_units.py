@@ -198,7 +198,7 @@ def test_a_pipeline_that_changes_its_keys_runs_as_one_unit(project, tmp_path, cl
         code = p / "pipelines" / "silver_events.py"
         # the key is rewritten: a row may leave the bucket its source key hashed to
         code.write_text(code.read_text().replace('pl.col("event_id").str.strip_chars(),',
-                                                 'pl.lit("k-") + pl.col("event_id").str.strip_chars().str.slice(0, 3),'))
+                                                 '(pl.lit("k-") + pl.col("event_id").str.slice(0, 3)).alias("event_id"),'))
     shutil.copytree(one, split)
     partition(split, buckets=4)
     for p in (one, split):
