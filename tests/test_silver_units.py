@@ -293,3 +293,38 @@ def test_auto_buckets_follow_the_memory_budget(project, tmp_path, clock, monkeyp
         doc = run(clock, p, "silver_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=1))
     assert layer(doc, "silver_events")["metrics"]["units"] == 3
     assert_frame_equal(table(one, "silver_events"), table(split, "silver_events"))
+
+
+def test_schema_evolution_null_fills_in_units_and_new_columns_run_as_one_unit(project, tmp_path, clock):
+    events, people = EventStream(seed=31), CustomerStream(seed=31)
+    path = project / "conf" / "pipelines" / "silver_events.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["schema_evolution"] = "merge"
+    del data["medallion"]["quality"]  # its strict schema would refuse the changed outputs
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    one, split = project, tmp_path / "split"
+    shutil.copytree(one, split)
+    partition(split, buckets=3)
+    for p in (one, split):
+        run(clock, p, "all", at=T0)
+    edits = [('"region"]', ']'),  # the output loses a column: null-filled in every unit
+             ('"_source_file")', '"_source_file", pl.lit(1).alias("extra"))')]  # a new column: one unit
+    for hour, (old, new) in enumerate(edits, start=1):
+        land(one, events, people, 1)
+        copy_landing(one, split)
+        for p in (one, split):  # both first: in one process, a pipeline module is reloaded from either path
+            code = p / "pipelines" / "silver_events.py"
+            assert old in code.read_text()
+            code.write_text(code.read_text().replace(old, new))
+        for p in (one, split):
+            doc = run(clock, p, "bronze_events", "silver_events", at=T0 + timedelta(hours=hour))
+        silver = layer(doc, "silver_events")
+        if hour == 1:
+            assert silver["metrics"]["units"] == 3 and silver["operation"] == "merge", silver
+            assert "column region of silver_events is missing from the output: written as null" in silver["warnings"]
+        else:
+            assert "units" not in silver["metrics"], silver
+            assert "silver_events ran as one unit: the output adds column(s) extra" in silver["warnings"], silver
+            assert "added column extra to silver_events (existing rows are null)" in silver["warnings"]
+        assert_frame_equal(table(one, "silver_events"), table(split, "silver_events"))
+        assert commit_info(one, "silver_events") == commit_info(split, "silver_events")
