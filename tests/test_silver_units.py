@@ -113,8 +113,13 @@ def test_any_bucket_count_gives_the_one_unit_lake(template_project, tmp_path_fac
             if i:
                 land(one, events, people, batches)
                 copy_landing(one, split)
-            for p in (one, split):
-                doc = run(now, p, "all", at=T0 + timedelta(hours=i))
+            docs = [run(now, p, "all", at=T0 + timedelta(hours=i)) for p in (one, split)]
+            doc = docs[1]
+            for name in SILVER:  # the same rows read and written, the same quality report counts
+                a, b = (layer(d, name) for d in docs)
+                assert (a["rows_in"], a["rows_out"]) == (b["rows_in"], b["rows_out"]), name
+                assert ({k: v for k, v in a["quality"].items() if k != "checks"}
+                        == {k: v for k, v in b["quality"].items() if k != "checks"}), name
             silver = layer(doc, "silver_events")
             assert silver["metrics"]["units"] == buckets and silver["status"] == "written"
             # the first run creates the table from unit files; later runs MERGE the staged units
@@ -253,7 +258,7 @@ def test_auto_buckets_fit_the_budget_and_are_as_few_as_possible(rows, row_bytes,
     assert 1 <= n <= keyunits.MAX_BUCKETS
     assert n == keyunits.MAX_BUCKETS or math.ceil(rows / n) <= per  # a bucket fits
     assert n == 1 or math.ceil(rows / (n - 1)) > per  # one fewer would not
-    assert per * row_bytes * units.WORKING_SET <= budget * 1024 * 1024 or per == 1
+    assert per * row_bytes * keyunits.WORKING_SET <= budget * 1024 * 1024 or per == 1
 
 
 @settings(max_examples=50, deadline=None)
@@ -287,7 +292,7 @@ def test_auto_buckets_follow_the_memory_budget(project, tmp_path, clock, monkeyp
     assert keyunits.source_row_bytes(loaded, silver, None) == pytest.approx(row_bytes)
     # A working set so large that the default budget holds about 40 source rows: 3 buckets.
     rows = pl.read_delta(uri).height
-    monkeypatch.setattr(units, "WORKING_SET", 1024 * 1024 * 1024 / (row_bytes * math.ceil(rows / 3)))
+    monkeypatch.setattr(keyunits, "WORKING_SET", 1024 * 1024 * 1024 / (row_bytes * math.ceil(rows / 3)))
     assert keyunits.auto_buckets(rows, row_bytes, 1024) == 3
     for p in (one, split):
         doc = run(clock, p, "silver_events", "--full-refresh", "--yes", at=T0 + timedelta(hours=1))
@@ -328,3 +333,56 @@ def test_schema_evolution_null_fills_in_units_and_new_columns_run_as_one_unit(pr
             assert "added column extra to silver_events (existing rows are null)" in silver["warnings"]
         assert_frame_equal(table(one, "silver_events"), table(split, "silver_events"))
         assert commit_info(one, "silver_events") == commit_info(split, "silver_events")
+
+
+def test_an_empty_source_creates_the_table_then_units_fill_it(project, tmp_path, clock):
+    for kind in ("events", "customers"):  # no landing files: bronze and silver are created empty
+        for f in (project / "data" / "landing" / kind).iterdir():
+            f.unlink()
+    one, split = project, tmp_path / "split"
+    shutil.copytree(one, split)
+    partition(split, buckets=3)
+    for p in (one, split):
+        doc = run(clock, p, "all", at=T0)
+    assert layer(doc, "silver_events")["metrics"]["units"] == 3 and layer(doc, "silver_events")["rows_out"] == 0
+    assert_same_lakes(one, split)
+    land(one, EventStream(seed=41), CustomerStream(seed=41), 2)
+    copy_landing(one, split)
+    for p in (one, split):  # the table exists but is empty: unit files, one commit
+        doc = run(clock, p, "all", at=T0 + timedelta(hours=1))
+    silver = layer(doc, "silver_events")
+    assert silver["metrics"]["units"] == 3 and silver["operation"] == "append" and silver["rows_out"] > 0, silver
+    assert_same_lakes(one, split)
+
+
+def test_key_units_on_an_s3_lake_give_the_one_unit_tables(s3, tmp_path, clock):
+    r = medallion("init", "shop", "--directory", tmp_path, "--storage", "s3", "--bucket", "lake-bucket", "-q")
+    assert r.exit_code == 0, r
+    one, split = tmp_path / "shop", tmp_path / "split"
+    events, people = EventStream(seed=51), CustomerStream(seed=51)
+    land(one, events, people, 1)
+    shutil.copytree(one, split)
+    partition(split, buckets=3)
+    conf = split / "conf" / "project.yml"
+    conf.write_text(conf.read_text().replace("s3://lake-bucket/shop/lake", "s3://lake-bucket/split/lake"))
+    lakes = {one: "s3://lake-bucket/shop/lake", split: "s3://lake-bucket/split/lake"}
+    options = s3.env()
+
+    def s3_table(p: Path, name: str) -> pl.DataFrame:
+        df = pl.read_delta(f"{lakes[p]}/{name}", storage_options=options)
+        keys = TABLES.get(name, ["_row_key"])
+        return df.sort([*keys, *(c for c in df.columns if c not in keys)], nulls_last=True)
+
+    for hour in (0, 1):  # the first run commits unit files (one PUT each), the second MERGEs staged units
+        if hour:
+            land(one, events, people, 1)
+            copy_landing(one, split)
+        for p in (one, split):
+            doc = run(clock, p, "all", at=T0 + timedelta(hours=hour))
+        assert layer(doc, "silver_events")["metrics"]["units"] == 3
+        assert layer(doc, "silver_events")["operation"] == ("create" if hour == 0 else "merge")
+        for name in (*TABLES, *QUARANTINES):
+            assert_frame_equal(s3_table(one, name), s3_table(split, name))
+        versions = [DeltaTable(f"{lakes[p]}/silver_events", storage_options=options).version() for p in (one, split)]
+        assert versions == [hour, hour]
+    assert not list((split / ".medallion").rglob("unit-*.parquet"))
