@@ -16,7 +16,7 @@ silver then runs twice in each, a first run that creates the table (unit files, 
 and, after the second half is ingested, a run that MERGEs into it (staged units, one
 streamed MERGE). Each silver run is a fresh child (wall, peak RSS via wait4).
 
-    python bench/units.py --silver [--rows 5000000] [--files 20] [--buckets auto|N]
+    python bench/units.py --silver [--rows 5000000] [--files 20] [--buckets auto|N] [--only-units]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def declare_key_units(project: Path, buckets: str) -> None:
     path.write_text(path.read_text() + f"  partition: {{by: key, buckets: {buckets}}}\n")
 
 
-def bench_silver(rows: int, files: int, buckets: str, max_files: int) -> dict:
+def bench_silver(rows: int, files: int, buckets: str, max_files: int, only_units: bool = False) -> dict:
     root = WORK / f"silver_units_{rows}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -61,7 +61,7 @@ def bench_silver(rows: int, files: int, buckets: str, max_files: int) -> dict:
     measured(medallion("run", "bronze_events", "-q"), base)
     results: dict = {"rows": rows, "files": files, "buckets": buckets}
     projects = {}
-    for name in ("one_unit", "key_units"):
+    for name in (("key_units",) if only_units else ("one_unit", "key_units")):
         project = root / name
         shutil.copytree(base, project, symlinks=True)
         if name == "key_units":
@@ -79,6 +79,8 @@ def bench_silver(rows: int, files: int, buckets: str, max_files: int) -> dict:
                                          "operation": silver["operation"], "metrics": silver["metrics"], "load": load()}
             print(f"{name:<9} {step:<6} wall {m['wall_s']:6.2f}s  peak RSS {m['peak_rss_mib']:7.0f} MiB  "
                   f"rows in {silver['rows_in']:,}  units {silver['metrics'].get('units', 1)}  ({load()})", file=sys.stderr)
+    if only_units:
+        return results
     check = subprocess.run([sys.executable, "-c", (
         "import polars as pl, sys; a, b = (pl.scan_delta(p).drop('_ingested_at') for p in sys.argv[1:]);"
         "cols = a.collect_schema().names();"
@@ -98,9 +100,10 @@ def main() -> None:
     parser.add_argument("--no-ray", action="store_true", help="skip the --engine ray run")
     parser.add_argument("--silver", action="store_true", help="time silver_events: one unit vs key buckets")
     parser.add_argument("--buckets", default="auto", help="with --silver: buckets: auto or a number")
+    parser.add_argument("--only-units", action="store_true", help="with --silver: skip the one-unit project")
     args = parser.parse_args()
     if args.silver:
-        result = bench_silver(args.rows, args.files, args.buckets, args.max_files)
+        result = bench_silver(args.rows, args.files, args.buckets, args.max_files, args.only_units)
         (WORK / f"silver_units_results_{args.rows}.json").write_text(json.dumps(result, indent=2))
         return
     root = WORK / f"units_{args.rows}"
