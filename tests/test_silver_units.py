@@ -5,13 +5,12 @@ the unit writes and the commit leaves the table as it was."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl

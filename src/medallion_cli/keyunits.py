@@ -264,7 +264,7 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     if why_one_unit(layer, plan) is not None:
         return None
     check_source_keys(layer, plan.source.collect_schema())
-    rows_in = int(plan.source.select(pl.len()).collect(engine="streaming").item())
+    rows_in = runner.count_rows(project, plan) or 0  # one streamed count (a bad landing file is named)
     spec = layer.partition.buckets
     n = spec if isinstance(spec, int) else auto_buckets(rows_in, source_row_bytes(project, layer, plan),
                                                        project.memory_budget_mb)
