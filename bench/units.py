@@ -8,6 +8,15 @@ and runs `medallion run bronze_events` in each, in a fresh child (wall, peak RSS
 driver from wait4: Ray's workers are not counted), then checks the tables hold the same rows.
 
     python bench/units.py [--rows 5000000] [--files 20] [--max-files 2] [--no-ray]
+
+With ``--silver`` it times `medallion run silver_events` instead, with one unit and with
+key buckets (``partition: {by: key, buckets: B}``, ``--buckets auto`` by default): bronze is
+ingested once (as units) from the first half of the files and copied into both projects;
+silver then runs twice in each, a first run that creates the table (unit files, one commit)
+and, after the second half is ingested, a run that MERGEs into it (staged units, one
+streamed MERGE). Each silver run is a fresh child (wall, peak RSS via wait4).
+
+    python bench/units.py --silver [--rows 5000000] [--files 20] [--buckets auto|N] [--only-units]
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import WORK, child_env, fresh_project, generate, load, measured, medallion  # noqa: E402
+from run import WORK, child_env, fresh_project, generate, link_into, load, measured, medallion  # noqa: E402
 
 
 def declare_units(project: Path, max_files: int) -> None:
@@ -31,13 +40,72 @@ def declare_units(project: Path, max_files: int) -> None:
     path.write_text(text + f"  partition: {{by: files, max_files: {max_files}}}\n")
 
 
+def declare_key_units(project: Path, buckets: str) -> None:
+    path = project / "conf" / "pipelines" / "silver_events.yml"
+    path.write_text(path.read_text() + f"  partition: {{by: key, buckets: {buckets}}}\n")
+
+
+def bench_silver(rows: int, files: int, buckets: str, max_files: int, only_units: bool = False) -> dict:
+    root = WORK / f"silver_units_{rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    events, _ = generate(root, rows, files)
+    names = sorted(f.name for f in events.iterdir())
+    first, second = root / "first", root / "second"
+    for folder, part in ((first, names[: len(names) // 2]), (second, names[len(names) // 2:])):
+        folder.mkdir()
+        for name in part:
+            shutil.move(str(events / name), folder / name)
+    base = fresh_project(root, first, "base")
+    declare_units(base, max_files)
+    measured(medallion("run", "bronze_events", "-q"), base)
+    results: dict = {"rows": rows, "files": files, "buckets": buckets}
+    projects = {}
+    for name in (("key_units",) if only_units else ("one_unit", "key_units")):
+        project = root / name
+        shutil.copytree(base, project, symlinks=True)
+        if name == "key_units":
+            declare_key_units(project, buckets)
+        projects[name] = project
+    for step, landing in (("create", None), ("merge", second)):
+        for name, project in projects.items():
+            if landing is not None:
+                for f in landing.iterdir():
+                    link_into(f, project / "data" / "landing" / "events")
+                measured(medallion("run", "bronze_events", "-q"), project)
+            m = measured(medallion("run", "silver_events", "--json", "-q"), project)
+            silver = json.loads(m.pop("stdout"))["layers"][0]
+            results[f"{name}_{step}"] = {**m, "rows_in": silver["rows_in"], "rows_out": silver["rows_out"],
+                                         "operation": silver["operation"], "metrics": silver["metrics"], "load": load()}
+            print(f"{name:<9} {step:<6} wall {m['wall_s']:6.2f}s  peak RSS {m['peak_rss_mib']:7.0f} MiB  "
+                  f"rows in {silver['rows_in']:,}  units {silver['metrics'].get('units', 1)}  ({load()})", file=sys.stderr)
+    if only_units:
+        return results
+    check = subprocess.run([sys.executable, "-c", (
+        "import polars as pl, sys; a, b = (pl.scan_delta(p).drop('_ingested_at') for p in sys.argv[1:]);"
+        "cols = a.collect_schema().names();"
+        "print(a.sort(cols, nulls_last=True).collect().equals(b.sort(cols, nulls_last=True).collect()))"),
+        *(str(p / "lake" / "silver_events") for p in projects.values())], capture_output=True, text=True, env=child_env())
+    results["same_rows"] = check.stdout.strip() == "True"
+    # (the second half is ingested into bronze by each project: only _ingested_at differs)
+    print(f"same silver_events: {results['same_rows']} {check.stderr.strip()[-300:]}", file=sys.stderr)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--max-files", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true", help="skip the --engine ray run")
+    parser.add_argument("--silver", action="store_true", help="time silver_events: one unit vs key buckets")
+    parser.add_argument("--buckets", default="auto", help="with --silver: buckets: auto or a number")
+    parser.add_argument("--only-units", action="store_true", help="with --silver: skip the one-unit project")
     args = parser.parse_args()
+    if args.silver:
+        result = bench_silver(args.rows, args.files, args.buckets, args.max_files, args.only_units)
+        (WORK / f"silver_units_results_{args.rows}.json").write_text(json.dumps(result, indent=2))
+        return
     root = WORK / f"units_{args.rows}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

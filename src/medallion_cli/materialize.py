@@ -248,18 +248,51 @@ def newer_predicate(order_by: tuple[str, ...]) -> str | None:
     return f"({newer} OR ({same} AND {newer_predicate(tuple(rest))}))"
 
 
-def _merge(df: pl.DataFrame, table: Any, target: TargetConfig, commit: Any, *, merge_schema: bool = False) -> WriteOutcome:
+def merge_stream(
+    source: Any,
+    uri: str,
+    target: TargetConfig,
+    *,
+    metadata: dict[str, str],
+    app_transaction: tuple[str, int],
+    more_transactions: list[tuple[str, int]] = (),
+    storage: Storage | None = None,
+) -> WriteOutcome:
+    """MERGE an Arrow stream into the existing table at ``uri`` (delta-rs ``streamed_exec``),
+    with the predicates, order and commit properties of :func:`write`'s merge.
+
+    ``source()`` makes a fresh stream (an ``ArrowStreamExportable`` such as a
+    ``pyarrow.dataset`` scanner's reader) for each attempt, since a stream is read once.
+    Its rows must already fit the table's schema and hold one row per key (key work units
+    de-duplicate and reconcile each unit before staging it).
+    """
+    from deltalake import CommitProperties, Transaction
+
+    storage = storage or Storage()
+    metadata, done = storage.write_guard(uri, metadata, exists=True)
+    txns = [Transaction(app, version) for app, version in [app_transaction, *more_transactions]]
+    commit = CommitProperties(custom_metadata=metadata, app_transactions=txns)
+    outcome = storage.call(lambda: _merge(source(), storage.table(uri), target, commit, streamed=True),
+                           what=f"merging into {target.table}", uri=uri, done=done)
+    return outcome or WriteOutcome("merge", storage.table(uri).version())  # landed, reply lost
+
+
+def _merge(source: Any, table: Any, target: TargetConfig, commit: Any, *, merge_schema: bool = False,
+           streamed: bool = False) -> WriteOutcome:
+    """MERGE ``source`` (a frame, or with ``streamed`` an Arrow stream) on ``target.keys``;
+    a matched row is replaced only by a version that is not older (``order_by``)."""
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in target.keys)
     merger = table.merge(
-        source=df,
+        source=source,
         predicate=predicate,
         source_alias="s",
         target_alias="t",
         commit_properties=commit,
         merge_schema=merge_schema,
-        # The source is already in memory: letting delta-rs see it whole lets it prune
-        # target files by the source's key range (4x faster on a 5M-row table).
-        streamed_exec=False,
+        # A frame is already in memory: letting delta-rs see it whole lets it prune target
+        # files by the source's key range (4x faster on a 5M-row table). A stream (staged
+        # key units) is read as it is merged, so the source is never held whole.
+        streamed_exec=streamed,
     )
     newer = newer_predicate(target.order_by)
     before = table.version()

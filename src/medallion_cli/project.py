@@ -148,10 +148,15 @@ class PartitionConfig:
     ``by: files`` (bronze): each unit reads a subset of the batch's landing files, at most
     ``max_files`` of them and no more than the project's memory budget holds (estimated
     from the files' sizes); every unit's files are committed in one Delta transaction.
+
+    ``by: key`` (a merge target): unit ``b`` of ``buckets`` reads the source rows whose
+    merge keys hash to ``b`` (``"auto"``: as many as the memory budget needs; see
+    :mod:`medallion_cli.keyunits`).
     """
 
     by: str
     max_files: int | None = None
+    buckets: int | str | None = None  # by: key — a positive integer or "auto"
 
 
 @dataclass(frozen=True)
@@ -477,13 +482,19 @@ def _load_partition(value: Any, path: Path, source: SourceConfig, target: Target
     if value is None:
         return None
     spec = _mapping(value, path, "medallion.partition")
+    if spec.get("by") == "key":
+        from medallion_cli.keyunits import load_key_partition
+
+        return load_key_partition(spec, path, target)
     unknown = sorted(set(spec) - {"by", "max_files"})
     if unknown:
         raise ConfigError(f"{path}: unknown medallion.partition key {unknown[0]!r}", hint="keys: by, max_files")
     by = spec.get("by")
     if by != "files":
-        raise ConfigError(f"{path}: medallion.partition.by must be `files`, got {by!r}",
-                          hint="`partition: {by: files, max_files: 4}` splits a bronze batch by landing files")
+        raise ConfigError(f"{path}: medallion.partition.by must be `files`, `key` or `column`, got {by!r}",
+                          hint="`partition: {by: files, max_files: 4}` splits a bronze batch by landing files; "
+                               "`partition: {by: key}` a merge table's batch by key; "
+                               "`partition: {by: column, column: event_date}` a partitions table's rebuild by date ranges")
     if source.landing is None or target.mode != "append":
         raise ConfigError(f"{path}: medallion.partition {{by: files}} needs a landing source and target mode append",
                           hint="remove medallion.partition: the table then runs as one unit")

@@ -681,13 +681,24 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         ctx.fp_project = load_flowerpower(project.root)
     inputs.update({layer.source.input_name: plan.source, **plan.snapshot_frames, "run_id": ctx.run_id,
                    "run_started_at": plan.started_at})
-    if getattr(layer.partition, "by", None) == "column":  # gold: partition-range units (range_units)
+    by = getattr(layer.partition, "by", None)
+    if by == "column":  # gold: partition-range units (range_units)
         from medallion_cli import range_units
 
         ranged = range_units.maybe_run(ctx, layer, plan, inputs, uri, warnings, t_layer)
         if ranged is not None:
             return ranged
-    if layer.partition is not None:
+    elif by == "key":  # key buckets (keyunits)
+        from medallion_cli import keyunits, units
+
+        try:
+            result = keyunits.run(ctx, layer, plan, inputs, uri, overrides, warnings, t_layer)
+        except units.UnitsNotApplicable as exc:  # nothing was written: run the batch as one unit
+            warnings.append(f"{target.table} ran as one unit: {exc}")
+        else:
+            if result is not None:
+                return result
+    elif layer.partition is not None:
         from medallion_cli import units
 
         if units.why_one_unit(layer, plan, uri) is None:

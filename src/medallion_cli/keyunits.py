@@ -1,0 +1,412 @@
+"""Key-bucket work units: a merge table's batch in pieces that fit the memory budget.
+
+A table whose target merges on ``keys`` may declare ``medallion.partition: {by: key,
+buckets: N}`` (or ``buckets: auto``, the default). Unit ``b`` of ``N`` runs the pipeline's DAG
+on the plan's lazy source filtered to the rows whose merge keys hash to ``b``
+(:func:`bucket_expr`: a seeded hash of the key columns as a struct, so a null key lands in a
+bucket too); the filter is lazy, so the scan streams and only the bucket is collected (with
+polars' streaming engine). Every row of a unit's output must hash to the unit's bucket by
+the *output* keys: then a key never spans two units, and the quality gate, the quarantine
+and ``latest_per_key`` of each unit give exactly the one-unit result. A pipeline that
+changes its keys so that a row would leave its bucket is detected and the batch runs as one
+unit (:class:`~medallion_cli.units.UnitsNotApplicable`).
+
+Writing, with one Delta version per run either way:
+
+* a new or empty table, or a full refresh: each unit writes its de-duplicated rows as a
+  Parquet file under the table root, and the driver commits every file in one transaction
+  (:func:`medallion_cli.units.commit_units`), as bronze units do;
+* an existing table: each unit stages its de-duplicated rows as Parquet in
+  ``.medallion/staging/<table>/<run_id>/`` (local disk, also for an object-store lake), and
+  the driver runs ONE MERGE whose source streams the staged files
+  (:func:`medallion_cli.materialize.merge_stream`). The staging folder is removed after the
+  run, also when it fails; one left by a killed run is removed by the table's next run.
+
+Invalid rows of every unit are gathered and written to the quarantine table once, after
+all units and just before the commit, exactly as the one-unit run writes them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medallion_cli.errors import ConfigError, QualityError
+from medallion_cli.storage import is_remote
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from medallion_cli.project import LayerConfig, PartitionConfig, Project, TargetConfig
+
+MB = 1024 * 1024
+SEED = 0x6D656461  # any fixed seed: buckets need only agree within one run
+MAX_BUCKETS = 4096
+# Bytes a source row takes in memory when its size is unknown (no Delta stats, no files).
+DEFAULT_ROW_BYTES = 200
+# A unit's working set per source row byte: the streamed scan's buffers, the DAG's output,
+# the quality gate's indexed copy, the de-duplication and the Parquet being encoded
+# (measured: 4 buckets of 625k bronze rows of ~100 B each peaked ~325 MiB above the
+# process's fixed size, about 5x).
+WORKING_SET = 5.0
+
+
+def load_key_partition(spec: dict[str, Any], path: Path, target: TargetConfig) -> PartitionConfig:
+    """``medallion.partition: {by: key, buckets: N | auto}`` checked against the target."""
+    from medallion_cli.project import PartitionConfig
+
+    unknown = sorted(set(spec) - {"by", "buckets"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown medallion.partition key {unknown[0]!r} for `by: key`",
+                          hint="keys: by, buckets (e.g. `partition: {by: key, buckets: 8}` or `buckets: auto`)")
+    if target.mode != "merge" or not target.keys:
+        raise ConfigError(f"{path}: medallion.partition {{by: key}} needs a target with mode merge and keys",
+                          hint="buckets hash the merge keys; remove medallion.partition to run the table as one unit")
+    buckets = spec.get("buckets", "auto")
+    if buckets != "auto" and (not isinstance(buckets, int) or isinstance(buckets, bool)
+                              or not 1 <= buckets <= MAX_BUCKETS):
+        raise ConfigError(f"{path}: medallion.partition.buckets must be `auto` or an integer from 1 to {MAX_BUCKETS}, "
+                          f"got {buckets!r}", hint="e.g. `partition: {by: key, buckets: 8}`")
+    return PartitionConfig(by="key", buckets=buckets)
+
+
+def bucket_expr(keys: tuple[str, ...] | list[str], buckets: int) -> pl.Expr:
+    """The bucket (0..buckets-1) of each row's merge key: a seeded hash of the key columns
+    as one struct, so that composite keys and null keys are hashed as a whole."""
+    import polars as pl
+
+    return pl.struct(list(keys)).hash(seed=SEED) % buckets
+
+
+def rows_per_bucket_budget(row_bytes: float, budget_mb: int) -> int:
+    """Source rows one bucket may hold: its working set (rows times ``row_bytes`` times
+    :data:`WORKING_SET`) within the budget."""
+    return max(1, int(budget_mb * MB / (max(row_bytes, 1.0) * WORKING_SET)))
+
+
+def auto_buckets(rows: int, row_bytes: float, budget_mb: int) -> int:
+    """Enough buckets that one bucket's estimated working set fits ``budget_mb``:
+    ``ceil(rows * row_bytes * WORKING_SET / budget)``, at least 1 (hashing spreads keys
+    evenly, so a bucket holds about ``rows / buckets`` rows)."""
+    return max(1, min(MAX_BUCKETS, math.ceil(rows / rows_per_bucket_budget(row_bytes, budget_mb))))
+
+
+def source_row_bytes(project: Project, layer: LayerConfig, plan: Any) -> float:
+    """Memory one source row takes once read, estimated without reading rows.
+
+    A table source: its Delta files' bytes per row (from the log's ``size`` and
+    ``numRecords``) times the Parquet expansion (:data:`medallion_cli.units.EXPANSION`).
+    Landing files: their estimated in-memory size over the batch's rows is not known before
+    reading, so each file's estimate (size times format expansion) is spread over an
+    assumed :data:`DEFAULT_ROW_BYTES` per row. Without either: :data:`DEFAULT_ROW_BYTES`.
+    """
+    import polars as pl
+
+    from medallion_cli.units import EXPANSION
+
+    if layer.source.table is not None:
+        storage = project.storage
+        uri = project.table_uri(str(layer.source.table))
+        try:
+            adds = pl.DataFrame(storage.table(uri).get_add_actions(flatten=True)).select("size_bytes", "num_records")
+            size, rows = adds["size_bytes"].sum(), adds["num_records"].sum()
+        except Exception:  # noqa: BLE001 - no stats: the default estimate
+            return float(DEFAULT_ROW_BYTES)
+        if rows:
+            return size / rows * EXPANSION["parquet"]
+    return float(DEFAULT_ROW_BYTES)
+
+
+def why_one_unit(layer: LayerConfig, plan: Any) -> str | None:
+    """Why this run of a ``by: key`` table runs as one unit (None: it splits)."""
+    if plan.write_mode not in ("merge", "overwrite") or (plan.write_mode == "overwrite" and plan.kind != "full_refresh"):
+        return f"write mode {plan.write_mode}"
+    if plan.output_filter is not None:
+        return "an output filter"
+    return None
+
+
+def check_source_keys(layer: LayerConfig, columns: Any) -> None:
+    """The source must have the merge key columns: buckets hash them before the DAG runs."""
+    missing = [k for k in layer.target.keys if k not in columns]
+    if missing:
+        raise ConfigError(
+            f"{layer.config_path}: medallion.partition {{by: key}} hashes the merge key {missing[0]!r} in the source, "
+            f"but {layer.source.table or layer.source.input_name} has no such column",
+            hint="give the source the key column, or remove medallion.partition (the table then runs as one unit)",
+        )
+
+
+def check_bucket(df: pl.DataFrame, keys: tuple[str, ...], buckets: int, bucket: int) -> None:
+    """Refuse to split when a unit's output holds a key of another bucket (the pipeline
+    changed the key): that key could then appear in two units."""
+    from medallion_cli.units import UnitsNotApplicable
+
+    if df.height and df.select((bucket_expr(keys, buckets) != bucket).any()).item():
+        raise UnitsNotApplicable(f"the pipeline changes the merge key {', '.join(keys)} (a row left its key bucket)")
+
+
+# -- staging: the units' rows for one streamed MERGE -------------------------------------------
+class Staging:
+    """A run's staged unit files: ``<root>/<run_id>/unit-<b>-<uuid>.parquet`` on local disk.
+
+    ``root`` is per table (``.medallion/staging/<table>``): the table's lock is held while
+    a run uses it, so :meth:`clean_stale` may remove whatever an earlier, killed run left.
+    """
+
+    def __init__(self, root: Path, run_id: str) -> None:
+        self.root = Path(root)
+        self.dir = self.root / run_id
+        self.files: list[Path] = []
+
+    def clean_stale(self) -> list[str]:
+        """Remove staging folders of earlier runs of this table (killed runs); their names."""
+        removed = []
+        if self.root.is_dir():
+            for child in self.root.iterdir():
+                if child != self.dir:
+                    shutil.rmtree(child, ignore_errors=True)
+                    removed.append(child.name)
+        return removed
+
+    def write(self, df: pl.DataFrame, bucket: int) -> None:
+        if df.height == 0:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"unit-{bucket:05d}-{uuid.uuid4().hex}.parquet"
+        tmp = path.with_suffix(".tmp")
+        df.write_parquet(tmp, compression="lz4", statistics=False)
+        os.replace(tmp, path)
+        self.files.append(path)
+
+    def reader(self) -> Any:
+        """A fresh Arrow stream over every staged file (one per MERGE attempt)."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset([str(p) for p in self.files], format="parquet").scanner(batch_size=64 * 1024).to_reader()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.root.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def staging_root(project: Project, table: str) -> Path:
+    return Path(project.state_path).parent / "staging" / table.replace("/", "_")
+
+
+# -- quality reports of several units -----------------------------------------------------------
+def combine_reports(reports: list[Any], quarantine: str | None) -> Any:
+    """One :class:`~medallion_cli.quality.QualityReport` for the units' reports (counts
+    summed, checks merged in first-seen order with up to 3 samples)."""
+    from medallion_cli.quality import CheckCount, QualityReport
+
+    checks: dict[tuple, CheckCount] = {}
+    for report in reports:
+        for c in report.checks:
+            key = (c.schema, c.column, c.check)
+            if key in checks:
+                old = checks[key]
+                samples = list(dict.fromkeys([*old.samples, *c.samples]))[:3]
+                checks[key] = CheckCount(c.schema, c.column, c.check, old.rows + c.rows, samples)
+            else:
+                checks[key] = c
+    total = {f: sum(getattr(r, f) for r in reports) for f in
+             ("rows_checked", "rows_valid", "rows_invalid", "rows_dropped", "rows_quarantined")}
+    return QualityReport(**total, checks=list(checks.values()),
+                         quarantine_table=quarantine if total["rows_quarantined"] else None)
+
+
+def check_fraction(layer: LayerConfig, report: Any, fraction: float | None) -> None:
+    """``max_invalid_fraction`` over the whole batch (each unit is checked without it)."""
+    if fraction is None or report.rows_invalid <= fraction * report.rows_checked:
+        return
+    detail = ", ".join(f"{c.column} {c.check} ({c.rows:,})" for c in report.checks[:4]) + (
+        " ..." if len(report.checks) > 4 else "")
+    raise QualityError(
+        f"layer {layer.name!r}: {report.rows_invalid:,} of {report.rows_checked:,} rows invalid "
+        f"({report.rows_invalid / max(report.rows_checked, 1):.2%}), above max_invalid_fraction {fraction:.2%}: {detail}",
+        hint="nothing was written; look at the data, or raise max_invalid_fraction",
+    )
+
+
+# -- the run --------------------------------------------------------------------------------------
+@dataclass
+class _UnitsDone:
+    rows_out: int = 0
+    schema: Any = None
+    missing: tuple[str, ...] = ()
+
+
+def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: str, overrides: dict[str, Any],
+        warnings: list[str], t_layer: float) -> Any:
+    """Run ``layer``'s batch as key buckets and commit once; the ``LayerResult``, or None
+    when the batch runs as one unit (one bucket, or :func:`why_one_unit`). Raises
+    :class:`~medallion_cli.units.UnitsNotApplicable` (nothing was written) when the units
+    cannot give the one-unit result: the caller then runs the batch as one unit."""
+    import polars as pl
+
+    from medallion_cli import __version__, materialize, quality, runner, units
+    from medallion_cli.commits import app_id, build_metadata, write_app_id
+    from medallion_cli.flow import run_dag, with_retries
+    from medallion_cli.incremental import snapshot_app_id
+    from medallion_cli.project import check_target_columns
+
+    project, store, storage, target = ctx.project, ctx.store, ctx.project.storage, layer.target
+    if why_one_unit(layer, plan) is not None:
+        return None
+    check_source_keys(layer, plan.source.collect_schema())
+    rows_in = runner.count_rows(project, plan) or 0  # one streamed count (a bad landing file is named)
+    spec = layer.partition.buckets
+    n = spec if isinstance(spec, int) else auto_buckets(rows_in, source_row_bytes(project, layer, plan),
+                                                       project.memory_budget_mb)
+    if n <= 1:
+        return None
+
+    exists = storage.is_table(uri)
+    overwrite = plan.write_mode == "overwrite"
+    empty = exists and not overwrite and not storage.table(uri).file_uris()
+    direct = not exists or overwrite or empty  # unit files committed in one transaction; else a streamed MERGE
+    if direct and target.partition_by:
+        raise units.UnitsNotApplicable("a partitioned target is created or rebuilt in one write")
+    check_existing = exists and not overwrite
+    gate = quality.with_policy(layer.quality, ctx.options.quality_policy) if layer.quality is not None else None
+    unit_gate = quality.QualityConfig(gate.gates, None) if gate is not None else None
+    staging = Staging(staging_root(project, target.table), ctx.run_id)
+    fs = storage.fs(uri) if direct and is_remote(uri) else None
+    actions: list[Any] = []
+    rejected: list[pl.DataFrame] = []
+    reports: list[Any] = []
+    done = _UnitsDone()
+    attempts = 0
+    keys = target.keys
+    try:
+        staging.clean_stale()
+        for b in range(n):
+            frame = plan.source.filter(bucket_expr(keys, n) == b)
+            unit_inputs = {**inputs, layer.source.input_name: frame}
+
+            def once() -> pl.DataFrame:
+                value = run_dag(ctx.fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
+                                executor=ctx.executor or layer.executor, pipelines_dir=project.root / "pipelines")
+                return _collect(value, layer)
+
+            df, tries, retried = with_retries(once, layer.retry, root=project.root, where=str(layer.config_path),
+                                              layer=layer.name)
+            attempts += tries
+            warnings += retried
+            check_target_columns(layer, df.columns)
+            check_bucket(df, keys, n, b)
+            if gate is not None:
+                try:
+                    df, bad, report = quality.validate(df, layer, project, unit_gate)
+                except QualityError as exc:
+                    raise QualityError(f"{exc.message} (key bucket {b + 1} of {n})", exc.hint) from exc
+                reports.append(report)
+                if bad is not None:
+                    rejected.append(bad)
+            df = materialize.prepare_frame(df, table=target.table)
+            if check_existing:
+                df, added, missing = materialize.reconcile_schema(df, uri, table=target.table,
+                                                                  evolution=target.schema_evolution, storage=storage)
+                if added:
+                    raise units.UnitsNotApplicable(f"the output adds column(s) {', '.join(added)}")
+                done.missing = tuple(missing)
+            df = materialize.latest_per_key(df, target)
+            if done.schema is None:
+                done.schema = df.schema
+            elif df.schema != done.schema:
+                raise units.UnitsNotApplicable("units produced different schemas")
+            done.rows_out += df.height
+            if direct:
+                if df.height:
+                    actions.append(units.write_unit_file(df, uri, run_id=ctx.run_id, unit=b, storage=storage, fs=fs))
+            else:
+                staging.write(df, b)
+            del df, frame
+            runner._crash_point(layer, "unit_written")
+        report = combine_reports(reports, quality.quarantine_table(layer)) if gate is not None else None
+        if report is not None:
+            check_fraction(layer, report, gate.max_invalid_fraction)
+        runner._crash_point(layer, "units_written")
+        runner._check_files_unchanged(plan)
+        if gate is not None and (rejected or plan.kind == "full_refresh"):
+            quality.write_quarantine(
+                pl.concat(rejected) if rejected else None, project.table_uri(quality.quarantine_table(layer)), storage,
+                run_id=ctx.run_id, layer=layer.name, at=ctx.started, replace_all=plan.kind == "full_refresh",
+                metadata=build_metadata(run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind),
+            )
+            runner._crash_point(layer, "quarantined")
+        inc = layer.incremental
+        wm = plan.watermark_after
+        metadata = build_metadata(
+            run_id=ctx.run_id, layer=layer.name, version=__version__, mode=plan.kind,
+            watermark_column=plan.watermark_column, watermark=wm[0] if wm else None,
+            watermark_int=wm[1] if wm else None,
+            files=runner._file_records(plan) if inc is not None and inc.strategy == "files" else None,
+        )
+        app = (app_id(target.table), wm[1]) if wm else (write_app_id(target.table), time.time_ns() // 1000)
+        more = [(snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items()]
+        if direct:
+            from deltalake import Schema as DeltaSchema
+
+            schema = (storage.table(uri).schema() if check_existing
+                      else DeltaSchema.from_arrow(units._arrow_schema(done.schema)))
+            outcome = units.commit_units(actions, schema, uri, target, metadata=metadata, transactions=[app, *more],
+                                         storage=storage, overwrite=overwrite)
+        elif staging.files:
+            outcome = materialize.merge_stream(staging.reader, uri, target, metadata=metadata, app_transaction=app,
+                                               more_transactions=more, storage=storage)
+        else:
+            outcome = materialize.WriteOutcome(operation="none", version=None)
+    except BaseException:
+        if direct:
+            units.remove_unit_files(uri, actions, fs)
+            if not is_remote(uri):
+                units.remove_run_files(uri, ctx.run_id)
+        raise
+    finally:
+        ctx.attempts[layer.name] = attempts
+        staging.remove()
+    outcome = replace(outcome, metrics={**outcome.metrics, "units": n}, rows=done.rows_out)
+    runner._crash_point(layer, "committed", store)
+    store.back()
+    warnings += [f"column {c} of {target.table} is missing from the output: written as null" for c in done.missing]
+    if layer.incremental is not None:
+        runner._record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
+    runner._crash_point(layer, "recorded", store)
+    status = "written" if outcome.version is not None else "unchanged"
+    result = runner._result(layer, uri, plan, status, outcome, rows_in, done.rows_out,
+                            time.perf_counter() - t_layer, warnings)
+    return replace(result, quality=report, attempts=attempts)
+
+
+def _collect(value: Any, layer: LayerConfig) -> pl.DataFrame:
+    """A unit's output, collected with the streaming engine (the source scan streams, only
+    the bucket's rows are held)."""
+    import polars as pl
+
+    from medallion_cli.errors import PipelineError
+
+    if isinstance(value, pl.DataFrame):
+        return value
+    if not isinstance(value, pl.LazyFrame):
+        raise PipelineError(
+            f"layer {layer.name!r}: node {layer.output!r} returned {type(value).__name__}, not a polars frame",
+            hint="return a pl.DataFrame or pl.LazyFrame from the output node",
+        )
+    try:
+        return value.collect(engine="streaming")
+    except Exception as exc:  # a polars error while evaluating the pipeline's plan
+        raise PipelineError(
+            f"layer {layer.name!r} failed while computing {layer.output!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            hint=f"check the transforms in pipelines/{layer.name}.py; run with --debug for details",
+        ) from exc
