@@ -28,10 +28,15 @@ BRONZE_COLUMNS = ("_source_file", "_ingested_at", "_run_id")
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module; workers inherit this process's PYTHONPATH (the shared path)."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
+def local_ray(tmp_path_factory):
+    """One local Ray for the module; workers inherit this process's PYTHONPATH (the shared path).
+    Ray 2.60 turns token authentication on and writes the token to ``~/.ray/auth_token``: a
+    HOME of the module's keeps it out of the real one. Yields the token's path."""
+    home = tmp_path_factory.mktemp("ray-home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOME", str(home))
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield home / ".ray" / "auth_token"
     ray.shutdown()
 
 
@@ -174,3 +179,246 @@ def test_a_bad_engine_in_project_yml_is_a_config_error(project):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     r = medallion("run", "bronze_events", "-C", project, "-q")
     assert r.exit_code == 2 and "adress" in r.stderr, r
+
+
+# -- failures: each re-runs to the tables an uninterrupted run gives ---------------------------------
+def set_engine(project: Path, **engine) -> None:
+    path = project / "conf" / "project.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["engine"] = {"type": "ray", **engine}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def copy_landing(src: Path, dst: Path) -> None:
+    for f in (src / "data" / "landing" / "events").iterdir():
+        shutil.copy2(f, dst / "data" / "landing" / "events" / f.name)
+
+
+def committed_files(project: Path) -> set[str]:
+    """Every file any version of bronze_events references (not only the latest)."""
+    log = project / "lake" / "bronze_events" / "_delta_log"
+    names = set()
+    for entry in sorted(log.glob("*.json")):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                names.add(Path(action["add"]["path"]).name)
+    return names
+
+
+def own_lines(stderr: str) -> list[str]:
+    """medallion's lines of a failed run's stderr (the error, then its hint), after checking that
+    the rest is at most Ray's one-line narration: no traceback, no advice from Ray."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in stderr.strip().splitlines()]
+    ray_lines = [line for line in lines if line.startswith("(raylet)")]
+    assert len(ray_lines) <= 1 and all(line.endswith(".") for line in ray_lines), stderr
+    own = [line for line in lines if not line.startswith("(raylet)")]
+    assert len(own) <= 2 and own[0].startswith("error: ") and "Traceback" not in stderr, stderr
+    return own
+
+
+def assert_same_as(local: Path, remote: Path) -> None:
+    assert_frame_equal(table(local, "bronze_events"), table(remote, "bronze_events"))
+    assert commit_info(local, "bronze_events") == commit_info(remote, "bronze_events")
+    assert table(remote, "bronze_events").select(["_source_file", "event_id", "updated_at"]).is_duplicated().sum() == \
+        table(local, "bronze_events").select(["_source_file", "event_id", "updated_at"]).is_duplicated().sum()
+
+
+@needs_ray
+def test_a_unit_is_retried_in_its_task_by_the_pipeline_retry_policy(project, tmp_path, clock, local_ray):
+    stream = EventStream(seed=12)
+    land(project, stream, 2)
+    path = project / "conf" / "pipelines" / "bronze_events.yml"
+    data = yaml.safe_load(path.read_text())
+    data["medallion"]["retry"] = {"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 0.02,
+                                  "retry_exceptions": ["ConnectionError"]}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    local, remote = twins(project, tmp_path, max_files=1)
+    victim = sorted(f.name for f in (remote / "data" / "landing" / "events").iterdir())[2]
+    poison(remote, victim, 'MARKER.unlink()\n            raise ConnectionError("landing store hiccup")')
+    run(clock, local, "bronze_events", at=T0)
+    doc = run(clock, remote, "bronze_events", "--engine", "ray", at=T0)
+    assert not (remote / "POISON").exists()  # the first attempt failed
+    out = layer(doc, "bronze_events")
+    assert out["metrics"]["units"] == 5 and out["attempts"] == 6, out  # 5 units, one of them twice
+    assert any("attempt 1 of 2 failed (ConnectionError: landing store hiccup)" in w for w in out["warnings"]), out
+    assert_same_as(local, remote)
+    assert commit_info(remote, "bronze_events")[0] == 0
+
+
+@needs_ray
+def test_a_unit_failing_after_writing_its_file_commits_nothing_and_leaves_no_file(project, tmp_path, clock, local_ray,
+                                                                                   monkeypatch):
+    stream = EventStream(seed=13)
+    land(project, stream, 2)
+    local, remote = twins(project, tmp_path, max_files=1)
+    for p in (local, remote):
+        run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0)
+    land(local, stream, 2)
+    copy_landing(local, remote)
+    before, version, files_before = table(remote, "bronze_events"), commit_info(remote, "bronze_events"), unit_files(remote)
+    # Env vars set now reach the workers (started earlier, with another environment): the
+    # driver passes its test hooks with each task.
+    monkeypatch.setenv("MEDALLION_TEST_FAIL_AT", "bronze_events:unit_file_written")
+    clock["at"] = T0 + timedelta(hours=1)
+    r = medallion("run", "bronze_events", "-C", remote, "--engine", "ray", "-q")
+    assert r.exit_code == 1, r
+    assert own_lines(r.stderr)[0].endswith("injected failure at bronze_events:unit_file_written"), r
+    assert commit_info(remote, "bronze_events") == version
+    assert_frame_equal(table(remote, "bronze_events"), before)
+    assert unit_files(remote) == files_before  # every unit wrote its file: all removed, none committed
+    monkeypatch.delenv("MEDALLION_TEST_FAIL_AT")
+    for p in (local, remote):
+        run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0 + timedelta(hours=2))
+    assert_same_as(local, remote)
+    assert commit_info(remote, "bronze_events")[0] == 1
+    assert unit_files(remote) == committed_files(remote)
+
+
+@needs_ray
+def test_a_worker_killed_after_writing_its_file_fails_without_retries_and_is_retried_with_them(
+        project, tmp_path, clock, local_ray, monkeypatch):
+    stream = EventStream(seed=14)
+    land(project, stream, 2)
+    local, remote = twins(project, tmp_path, max_files=1)
+    once = tmp_path / "killed-once"
+    monkeypatch.setenv("MEDALLION_TEST_CRASH_AT", "bronze_events:unit_file_written")  # SIGKILL of the worker
+    monkeypatch.setenv("MEDALLION_TEST_ONCE_FILE", str(once))
+    # No retries: the run fails (exit 1, one line), nothing is committed, no file is left.
+    set_engine(remote, max_retries=0)
+    clock["at"] = T0
+    r = medallion("run", "bronze_events", "-C", remote, "--engine", "ray", "-q")
+    assert r.exit_code == 1 and once.exists(), r
+    error, hint = own_lines(r.stderr)
+    assert error == "error: unit 0 of bronze_events failed in Ray: WorkerCrashedError", r
+    assert hint == "hint: the task ran 1 time(s); nothing was committed", r
+    assert not DeltaTable.is_deltatable(str(remote / "lake" / "bronze_events")) and unit_files(remote) == set()
+    # With retries, Ray runs the killed task again: one commit, the local engine's table; the
+    # dead attempt's file is removed, never committed.
+    once.unlink()
+    set_engine(remote, max_retries=1)
+    run(clock, local, "bronze_events", at=T0 + timedelta(hours=1))
+    doc = run(clock, remote, "bronze_events", "--engine", "ray", at=T0 + timedelta(hours=1))
+    assert once.exists() and layer(doc, "bronze_events")["metrics"]["units"] == 5
+    assert_same_as(local, remote)
+    assert commit_info(remote, "bronze_events")[0] == 0
+    assert unit_files(remote) == committed_files(remote)
+
+
+# A driver in its own process, with the run clock frozen (as the `clock` fixture does), so
+# that its tables can be compared bit for bit with an in-process run.
+DRIVER = """
+import sys
+from datetime import datetime
+
+from medallion_cli import runner
+from medallion_cli.cli.app import main
+
+at = datetime.fromisoformat(sys.argv[1])
+
+
+class Frozen(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return at
+
+
+runner.datetime = Frozen
+runner.new_run_id = lambda _at: f"{at:%Y%m%dT%H%M%SZ}-000000"
+main(sys.argv[2:])
+"""
+
+
+def killed_driver(project: Path, at, point: str, token: Path) -> None:
+    """``medallion run bronze_events --engine ray`` in a subprocess connected to the tests'
+    Ray, SIGKILLed at ``point``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MEDALLION_TEST_CRASH_AT": point}
+    if token.exists():
+        env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, at.isoformat(), "run", "bronze_events", "-C", str(project),
+                           "--engine", "ray", "-q"], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == -9, proc.stderr
+
+
+def watermarks(project: Path) -> list[dict]:
+    r = medallion("watermark", "show", "bronze_events", "-C", project, "--json")
+    assert r.exit_code == 0, r
+    return [{k: v for k, v in w.items() if k != "updated_at"} for w in json.loads(r.stdout)["watermarks"]]
+
+
+@needs_ray
+def test_a_driver_killed_after_the_commit_reruns_to_the_uninterrupted_tables(project, tmp_path, clock, local_ray):
+    stream = EventStream(seed=15)
+    land(project, stream, 2)
+    local, remote = twins(project, tmp_path, max_files=2)
+    for p in (local, remote):
+        run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0)
+    land(local, stream, 3)
+    copy_landing(local, remote)
+    at = T0 + timedelta(hours=1)
+    run(clock, local, "bronze_events", at=at)
+    killed_driver(remote, at, "bronze_events:committed", local_ray)  # committed, the state file not updated
+    assert commit_info(remote, "bronze_events")[0] == 1
+    # The re-run finds the batch in the Delta log (app transaction, file list): nothing to add.
+    doc = run(clock, remote, "bronze_events", "--engine", "ray", at=at + timedelta(minutes=5))
+    assert layer(doc, "bronze_events")["status"] == "unchanged", layer(doc, "bronze_events")
+    assert_same_as(local, remote)
+    assert commit_info(remote, "bronze_events")[0] == 1
+    assert watermarks(local) == watermarks(remote)
+    # The next batch goes on as in the uninterrupted project.
+    land(local, stream, 1)
+    copy_landing(local, remote)
+    for p in (local, remote):
+        run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0 + timedelta(hours=2))
+    assert_same_as(local, remote)
+    assert watermarks(local) == watermarks(remote)
+
+
+@needs_ray
+def test_files_of_a_driver_killed_before_the_commit_are_in_no_version_and_vacuum_full_removes_them(
+        project, tmp_path, clock, local_ray):
+    stream = EventStream(seed=16)
+    land(project, stream, 2)
+    local, remote = twins(project, tmp_path, max_files=1)
+    for p in (local, remote):
+        run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0)
+    land(local, stream, 2)
+    copy_landing(local, remote)
+    killed_driver(remote, T0 + timedelta(hours=1), "bronze_events:units_written", local_ray)  # files written, no commit
+    orphans = unit_files(remote) - committed_files(remote)
+    assert len(orphans) == 2, orphans  # one per unit of the killed run (two files), in no version
+    assert commit_info(remote, "bronze_events")[0] == 0
+    for p in (local, remote):
+        run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0 + timedelta(hours=2))
+    assert_same_as(local, remote)
+    assert unit_files(remote) - committed_files(remote) == orphans  # another run's files: left to vacuum
+    clock["at"] = T0 + timedelta(hours=3)  # vacuum records a run of its own
+    r = medallion("vacuum", "bronze_events", "-C", remote, "--full", "--retention-hours", "0",
+                  "--allow-short-retention", "--yes")
+    assert r.exit_code == 0, r
+    assert unit_files(remote) == committed_files(remote) and not orphans & unit_files(remote)
+    assert_frame_equal(table(local, "bronze_events"), table(remote, "bronze_events"))  # (vacuum adds 2 versions)
+
+
+@needs_ray
+def test_a_driver_without_the_clusters_token_is_refused_in_one_line(project, local_ray):
+    import os
+    import subprocess
+    import sys
+
+    partition(project, max_files=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    env.update(RAY_ADDRESS=ray.get_runtime_context().gcs_address, RAY_AUTH_MODE="token")
+    proc = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "bronze_events", "-C", str(project),
+                           "--engine", "ray", "-q"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    error, hint = own_lines(proc.stderr)
+    assert error.startswith(f"error: cannot connect to Ray at {env['RAY_ADDRESS']}: Token authentication"), proc.stderr
+    assert "RAY_AUTH_TOKEN" in hint, proc.stderr
+    assert not (project / "lake" / "bronze_events").exists()

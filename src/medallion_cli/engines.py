@@ -33,6 +33,12 @@ ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'medallion-cli[ray]'"
 # A task whose worker process dies (killed, out of memory) runs again this many times.
 DEFAULT_MAX_RETRIES = 3
+# Test hooks (``runner._crash_point``) a unit's task obeys in its worker: the driver passes its
+# own values with every task, since a worker's environment is the one its node started with.
+# ``MEDALLION_TEST_ONCE_FILE``: the first attempt that reaches the hooked point creates that
+# file and fires; attempts that find it skip the hook (a retry then succeeds).
+HOOK_ENV = ("MEDALLION_TEST_CRASH_AT", "MEDALLION_TEST_FAIL_AT", "MEDALLION_TEST_PAUSE_AT", "MEDALLION_TEST_PAUSE_FILE",
+            "MEDALLION_TEST_ONCE_FILE")
 _CONNECT = threading.Lock()
 
 
@@ -106,14 +112,36 @@ def _connect(ray: Any, engine: EngineConfig) -> None:
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address == "local":
             kwargs["include_dashboard"] = False
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every way of not getting a Ray is one line
+            raise _connect_error(exc, address or os.environ.get("RAY_ADDRESS", "")) from exc
     _narration_to_stderr()
+
+
+def _connect_error(exc: BaseException, address: str) -> Exception:
+    """A failed ``ray.init`` as medallion's error: a refused token is configuration (exit 2),
+    a cluster that cannot be reached is a failed run (exit 1), as for the tracker."""
+    from ray.exceptions import AuthenticationError
+
+    reason = " ".join(str(exc).split())
+    head, dot, _rest = reason.partition(". ")
+    where = f"Ray at {address}" if address and address != "local" else "a local Ray"
+    if isinstance(exc, AuthenticationError):
+        return ConfigError(f"cannot connect to {where}: {head}{dot.strip()}",
+                           hint="the cluster uses token authentication: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
+                                "to its token (`ray get-auth-token` on the head node)")
+    return PipelineError(f"cannot connect to {where}: {head}{dot.strip()}",
+                         hint="start the cluster (`ray start --head`), or fix medallion.engine.address / RAY_ADDRESS; "
+                              "nothing was run")
 
 
 def _narration_to_stderr() -> None:
     """Ray's driver prints cluster errors ("(raylet) A worker died ...") to *stdout*, which
-    is medallion's data stream (``--json``): send everything Ray prints to stderr instead.
-    (Ray 2.60: ``listen_error_messages`` calls the module's ``print_to_stdstream``.)"""
+    is medallion's data stream (``--json``): send everything Ray prints to stderr instead, each
+    message cut to its first sentence (a worker's death is a dozen lines of advice; medallion's
+    own error says what failed). (Ray 2.60: ``listen_error_messages`` calls the module's
+    ``print_to_stdstream``.)"""
     from ray._private import worker
 
     original = worker.print_to_stdstream
@@ -121,24 +149,64 @@ def _narration_to_stderr() -> None:
         return
 
     def to_stderr(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        return original({**data, "is_err": True}, *args, **kwargs)
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and lines:
+            lines = [_first_sentence(str(lines[0]))]
+        return original({**data, "lines": lines, "is_err": True}, *args, **kwargs)
 
     to_stderr._medallion = True  # type: ignore[attr-defined]
     worker.print_to_stdstream = to_stderr
+
+
+def _first_sentence(text: str) -> str:
+    line = text.strip().split("\n", 1)[0]
+    head, dot, _rest = line.partition(". ")
+    return head + dot.strip()
 
 
 # -- in the worker -------------------------------------------------------------------------------
 _FP: dict[str, Any] = {}  # per worker process: the FlowerPower project of each project root
 
 
-def _unit_task(common: tuple[Any, ...], index: int, files: list[Any]) -> tuple[Any, int, list[str]]:
+def _set_hooks(hooks: dict[str, str]) -> None:
+    """The driver's test hooks for this task (workers are reused: clear the ones it has not)."""
+    for name in HOOK_ENV:
+        if name in hooks:
+            os.environ[name] = hooks[name]
+        else:
+            os.environ.pop(name, None)
+
+
+def _hook(layer: Any, point: str) -> None:
+    """``runner._crash_point`` in a worker, once per run with ``MEDALLION_TEST_ONCE_FILE``."""
+    from medallion_cli.runner import _crash_point
+
+    here = f"{layer.name}:{point}"
+    once = os.environ.get("MEDALLION_TEST_ONCE_FILE")
+    hooked = [os.environ.get(name, "").partition("=")[0] for name in HOOK_ENV[:3]]
+    if here not in hooked:
+        return
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    _crash_point(layer, point)
+
+
+def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dict[str, str]
+               ) -> tuple[Any, int, list[str], str]:
     """One unit in a Ray worker: compute it and write its file. Returns (UnitOutput, attempts,
-    retry warnings)."""
+    retry warnings, the node it ran on)."""
+    import ray
+
     from medallion_cli import units
     from medallion_cli.flow import load_flowerpower
     from medallion_cli.runner import compute_unit
 
     project, layer, columns, file_times, started_at, inputs, executor, uri, run_id, exists = common
+    _set_hooks(hooks)
+    _hook(layer, "unit_started")
     root = str(project.root)
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -148,25 +216,35 @@ def _unit_task(common: tuple[Any, ...], index: int, files: list[Any]) -> tuple[A
                                                started_at=started_at, inputs=inputs, executor=executor)
     out = units.unit_output(df, rows_in, uri, layer.target, index=index, run_id=run_id, exists=exists,
                             storage=project.storage)
-    return out, tries, retried
+    _hook(layer, "unit_file_written")  # the file is written, the driver has not heard of it
+    return out, tries, retried, ray.get_runtime_context().get_node_id()
 
 
 # -- on the driver -------------------------------------------------------------------------------
 def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Sequence[Any]], *, columns: Any,
               file_times: dict[str, int], started_at: datetime, inputs: dict[str, Any], executor: str | None,
-              uri: str, run_id: str, exists: bool) -> Iterator[tuple[Any, int, list[str]]]:
+              uri: str, run_id: str, exists: bool, placed: dict[int, str] | None = None
+              ) -> Iterator[tuple[Any, int, list[str]]]:
     """Submit one Ray task per unit and yield ``(UnitOutput, attempts, warnings)`` in unit
-    order. Closing the generator early (a failed unit) waits for the other tasks to end, so
-    that no task writes a file after the driver removed the run's files."""
+    order; ``placed`` (when given) gets the Ray node id each unit ran on. Closing the generator
+    early (a failed unit) waits for the other tasks to end, so that no task writes a file
+    after the driver removed the run's files.
+
+    Tasks are spread over the cluster's nodes (``SPREAD``): units are alike and read and write
+    their own files, so spreading them spreads the I/O and the memory. The project (with its
+    storage options, credentials included) reaches the workers through Ray's object store,
+    never through a log or a task's name.
+    """
     ray = connect(engine)
-    task = ray.remote(max_retries=engine.max_retries, retry_exceptions=False)(_unit_task)
+    task = ray.remote(max_retries=engine.max_retries, retry_exceptions=False, scheduling_strategy="SPREAD")(_unit_task)
     unit_inputs = {k: v for k, v in inputs.items() if k != layer.source.input_name}  # each unit scans its own files
     common = ray.put((project, layer, columns, file_times, started_at, unit_inputs, executor, uri, run_id, exists))
-    refs = [task.remote(common, index, list(files)) for index, files in enumerate(batch)]
+    hooks = {name: os.environ[name] for name in HOOK_ENV if name in os.environ}
+    refs = [task.remote(common, index, list(files), hooks) for index, files in enumerate(batch)]
     try:
         for index, ref in enumerate(refs):
             try:
-                yield ray.get(ref)
+                out, tries, retried, node = ray.get(ref)
             except ray.exceptions.RayTaskError as err:
                 cause = getattr(err, "cause", None)
                 if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):
@@ -175,6 +253,9 @@ def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Se
             except ray.exceptions.RayError as err:  # worker died more than max_retries times, cluster gone
                 raise PipelineError(f"unit {index} of {layer.target.table} failed in Ray: {type(err).__name__}",
                                     hint=f"the task ran {engine.max_retries + 1} time(s); nothing was committed") from err
+            if placed is not None:
+                placed[index] = node
+            yield out, tries, retried
     finally:
         # Wait for every task (they write files) before the driver removes this run's files.
         # Not ray.cancel: in Ray 2.60 cancelling a task as it completes aborts the driver
