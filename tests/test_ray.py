@@ -422,3 +422,37 @@ def test_a_driver_without_the_clusters_token_is_refused_in_one_line(project, loc
     assert error.startswith(f"error: cannot connect to Ray at {env['RAY_ADDRESS']}: Token authentication"), proc.stderr
     assert "RAY_AUTH_TOKEN" in hint, proc.stderr
     assert not (project / "lake" / "bronze_events").exists()
+
+
+@needs_ray
+def test_a_hung_task_is_cancelled_after_task_timeout_s_and_the_run_fails_cleanly(project, tmp_path, clock, local_ray,
+                                                                                  monkeypatch):
+    import time
+
+    stream = EventStream(seed=17)
+    land(project, stream, 1)
+    local, remote = twins(project, tmp_path, max_files=1)
+    set_engine(remote, task_timeout_s=-1)
+    r = medallion("run", "bronze_events", "-C", remote, "-q")
+    assert r.exit_code == 2 and "medallion.engine.task_timeout_s must be a number" in r.stderr, r
+    set_engine(remote, task_timeout_s=4)
+    # One unit's first attempt hangs for two minutes (the others finish in about a second).
+    monkeypatch.setenv("MEDALLION_TEST_PAUSE_AT", "bronze_events:unit_started=120")
+    monkeypatch.setenv("MEDALLION_TEST_ONCE_FILE", str(tmp_path / "hung-once"))
+    clock["at"] = T0
+    t0 = time.monotonic()
+    r = medallion("run", "bronze_events", "-C", remote, "--engine", "ray", "-q")
+    elapsed = time.monotonic() - t0
+    assert r.exit_code == 1 and (tmp_path / "hung-once").exists(), r
+    error, hint = own_lines(r.stderr)
+    assert "ran longer than medallion.engine.task_timeout_s (4 s): its task was cancelled and nothing was committed" \
+        in error, r
+    assert "task_timeout_s" in hint, r
+    assert elapsed < 90, elapsed  # cancelled, not waited for (a wide bound: the machine may be loaded)
+    assert not DeltaTable.is_deltatable(str(remote / "lake" / "bronze_events")) and unit_files(remote) == set()
+    # Nothing hangs any more: the next run gives the local engine's table.
+    monkeypatch.delenv("MEDALLION_TEST_PAUSE_AT")
+    run(clock, local, "bronze_events", at=T0 + timedelta(hours=1))
+    run(clock, remote, "bronze_events", "--engine", "ray", at=T0 + timedelta(hours=1))
+    assert_same_as(local, remote)
+    assert unit_files(remote) == committed_files(remote)

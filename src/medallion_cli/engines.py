@@ -50,20 +50,24 @@ class EngineConfig:
     type: str = "local"
     address: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    # A unit's task running longer than this (seconds, per attempt) is cancelled and fails the
+    # run; None: no limit (units of one table can legitimately take long).
+    task_timeout_s: float | None = None
 
 
 def parse_engine(value: Any, *, where: str) -> EngineConfig | None:
-    """``medallion.engine`` of ``conf/project.yml``: a name or ``{type, address, max_retries}``."""
+    """``medallion.engine`` of ``conf/project.yml``: a name or ``{type, address, max_retries,
+    task_timeout_s}``."""
     if value is None:
         return None
     if isinstance(value, str):
         value = {"type": value}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: medallion.engine must be a mapping", hint="e.g. `engine: {type: ray, address: auto}`")
-    unknown = set(value) - {"type", "address", "max_retries"}
+    unknown = set(value) - {"type", "address", "max_retries", "task_timeout_s"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) in medallion.engine: {', '.join(sorted(unknown))}",
-                          hint="known keys: type, address, max_retries")
+                          hint="known keys: type, address, max_retries, task_timeout_s")
     kind = value.get("type", "local")
     if kind not in ENGINES:
         raise ConfigError(f"{where}: medallion.engine.type must be one of {', '.join(ENGINES)}, got {kind!r}")
@@ -73,7 +77,12 @@ def parse_engine(value: Any, *, where: str) -> EngineConfig | None:
     retries = value.get("max_retries", DEFAULT_MAX_RETRIES)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ConfigError(f"{where}: medallion.engine.max_retries must be an integer of at least 0, got {retries!r}")
-    return EngineConfig(type=kind, address=address, max_retries=retries)
+    timeout = value.get("task_timeout_s")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        raise ConfigError(f"{where}: medallion.engine.task_timeout_s must be a number of seconds above 0 (or null), "
+                          f"got {timeout!r}")
+    return EngineConfig(type=kind, address=address, max_retries=retries,
+                        task_timeout_s=float(timeout) if timeout is not None else None)
 
 
 def resolve_engine(option: str | None, configured: EngineConfig | None) -> EngineConfig | None:
@@ -194,16 +203,19 @@ def _hook(layer: Any, point: str) -> None:
     _crash_point(layer, point)
 
 
-def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dict[str, str]
+def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dict[str, str], clock: Any = None
                ) -> tuple[Any, int, list[str], str]:
     """One unit in a Ray worker: compute it and write its file. Returns (UnitOutput, attempts,
-    retry warnings, the node it ran on)."""
+    retry warnings, the node it ran on). ``clock``: the run's :class:`_Clock` actor (with a
+    task timeout), told when this attempt starts."""
     import ray
 
     from medallion_cli import units
     from medallion_cli.flow import load_flowerpower
     from medallion_cli.runner import compute_unit
 
+    if clock is not None:
+        clock.start.remote(index)
     project, layer, columns, file_times, started_at, inputs, executor, uri, run_id, exists = common
     _set_hooks(hooks)
     _hook(layer, "unit_started")
@@ -221,6 +233,28 @@ def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dic
 
 
 # -- on the driver -------------------------------------------------------------------------------
+POLL_S = 0.5  # how often the driver looks for tasks past task_timeout_s
+
+
+class _Clock:
+    """A Ray actor (no CPU) that notes when each unit's attempt started, on its own clock:
+    Ray does not tell a driver when a queued task starts running, and the nodes' clocks
+    may differ."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.monotonic
+        self.started: dict[int, float] = {}
+
+    def start(self, index: int) -> None:
+        self.started[index] = self._time()  # a retry starts its own timeout
+
+    def running_for(self) -> dict[int, float]:
+        now = self._time()
+        return {index: now - at for index, at in self.started.items()}
+
+
 def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Sequence[Any]], *, columns: Any,
               file_times: dict[str, int], started_at: datetime, inputs: dict[str, Any], executor: str | None,
               uri: str, run_id: str, exists: bool, placed: dict[int, str] | None = None
@@ -233,16 +267,22 @@ def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Se
     Tasks are spread over the cluster's nodes (``SPREAD``): units are alike and read and write
     their own files, so spreading them spreads the I/O and the memory. The project (with its
     storage options, credentials included) reaches the workers through Ray's object store,
-    never through a log or a task's name.
+    never through a log or a task's name. With ``engine.task_timeout_s``, an attempt running
+    longer is cancelled (its worker killed) and the run fails; the other tasks still running
+    are cancelled too, since nothing of the run will be committed.
     """
     ray = connect(engine)
     task = ray.remote(max_retries=engine.max_retries, retry_exceptions=False, scheduling_strategy="SPREAD")(_unit_task)
     unit_inputs = {k: v for k, v in inputs.items() if k != layer.source.input_name}  # each unit scans its own files
     common = ray.put((project, layer, columns, file_times, started_at, unit_inputs, executor, uri, run_id, exists))
     hooks = {name: os.environ[name] for name in HOOK_ENV if name in os.environ}
-    refs = [task.remote(common, index, list(files), hooks) for index, files in enumerate(batch)]
+    clock = ray.remote(num_cpus=0)(_Clock).remote() if engine.task_timeout_s is not None else None
+    refs = [task.remote(common, index, list(files), hooks, clock) for index, files in enumerate(batch)]
+    timed_out = False
     try:
         for index, ref in enumerate(refs):
+            if clock is not None:
+                _wait_or_cancel(ray, refs, index, clock, engine.task_timeout_s)
             try:
                 out, tries, retried, node = ray.get(ref)
             except ray.exceptions.RayTaskError as err:
@@ -256,8 +296,37 @@ def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Se
             if placed is not None:
                 placed[index] = node
             yield out, tries, retried
+    except _TimedOut as late:
+        timed_out = True
+        raise PipelineError(
+            f"unit {late.index} of {layer.target.table} ran longer than medallion.engine.task_timeout_s "
+            f"({engine.task_timeout_s:g} s): its task was cancelled and nothing was committed",
+            hint="see the worker's log for where it hung, or raise task_timeout_s if units are this slow") from None
     finally:
         # Wait for every task (they write files) before the driver removes this run's files.
-        # Not ray.cancel: in Ray 2.60 cancelling a task as it completes aborts the driver
-        # ("Tried to complete task that was not pending"), seen in tests/test_ray.py.
+        # Cancelled only after a timeout: in Ray 2.60 cancelling a task as it completes can
+        # abort the driver ("Tried to complete task that was not pending").
+        if timed_out:
+            for ref in ray.wait(refs, num_returns=len(refs), timeout=0)[1]:
+                ray.cancel(ref, force=True)
         ray.wait(refs, num_returns=len(refs))
+        if clock is not None:
+            ray.kill(clock)
+
+
+class _TimedOut(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def _wait_or_cancel(ray: Any, refs: list[Any], index: int, clock: Any, timeout: float) -> None:
+    """Wait for unit ``index``; meanwhile cancel (force: its worker is killed) any unit whose
+    attempt has run longer than ``timeout`` and raise :class:`_TimedOut`."""
+    while not ray.wait([refs[index]], timeout=POLL_S)[0]:
+        running = ray.get(clock.running_for.remote())
+        late = sorted(i for i, seconds in running.items() if seconds > timeout and not ray.wait([refs[i]], timeout=0)[0])
+        if late:
+            for i in late:
+                ray.cancel(refs[i], force=True)
+            raise _TimedOut(late[0])
