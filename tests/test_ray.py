@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,17 +29,40 @@ needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip in
 BRONZE_COLUMNS = ("_source_file", "_ingested_at", "_run_id")
 
 
+# Ray 2.60 turns token authentication on, and a process keeps the first token it sees (in
+# C++): every Ray of the test session (this module's, test_ray_cluster's) uses this one.
+RAY_TOKEN = "5e1f0c3a" * 8
+
+
+@contextmanager
+def ray_env(home: Path) -> Iterator[None]:
+    """Token authentication with :data:`RAY_TOKEN` and a HOME of the tests' own (Ray writes
+    under ``~/.ray``), for as long as a module's Ray runs; the environment is restored after.
+    ``Config.initialize`` makes this process read RAY_AUTH_MODE again (Ray's own
+    ``_enable_token_auth`` does the same): it read it once, when ``ray`` was imported."""
+    import os
+
+    from ray._raylet import Config
+
+    before = dict(os.environ)
+    os.environ.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=RAY_TOKEN)
+    os.environ.pop("RAY_ADDRESS", None)
+    Config.initialize("")
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
+        Config.initialize("")
+
+
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    """One local Ray for the module; workers inherit this process's PYTHONPATH (the shared path).
-    Ray 2.60 turns token authentication on and writes the token to ``~/.ray/auth_token``: a
-    HOME of the module's keeps it out of the real one. Yields the token's path."""
-    home = tmp_path_factory.mktemp("ray-home")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HOME", str(home))
+    """One local Ray for the module; workers inherit this process's PYTHONPATH (the shared path)."""
+    with ray_env(tmp_path_factory.mktemp("ray-home")):
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield home / ".ray" / "auth_token"
-    ray.shutdown()
+        yield
+        ray.shutdown()
 
 
 def twins(project: Path, tmp_path: Path, **spec) -> tuple[Path, Path]:
@@ -331,7 +356,7 @@ main(sys.argv[2:])
 """
 
 
-def killed_driver(project: Path, at, point: str, token: Path) -> None:
+def killed_driver(project: Path, at, point: str) -> None:
     """``medallion run bronze_events --engine ray`` in a subprocess connected to the tests'
     Ray, SIGKILLed at ``point``."""
     import os
@@ -339,8 +364,6 @@ def killed_driver(project: Path, at, point: str, token: Path) -> None:
     import sys
 
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MEDALLION_TEST_CRASH_AT": point}
-    if token.exists():
-        env["RAY_AUTH_TOKEN_PATH"] = str(token)
     proc = subprocess.run([sys.executable, "-c", DRIVER, at.isoformat(), "run", "bronze_events", "-C", str(project),
                            "--engine", "ray", "-q"], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == -9, proc.stderr
@@ -363,7 +386,7 @@ def test_a_driver_killed_after_the_commit_reruns_to_the_uninterrupted_tables(pro
     copy_landing(local, remote)
     at = T0 + timedelta(hours=1)
     run(clock, local, "bronze_events", at=at)
-    killed_driver(remote, at, "bronze_events:committed", local_ray)  # committed, the state file not updated
+    killed_driver(remote, at, "bronze_events:committed")  # committed, the state file not updated
     assert commit_info(remote, "bronze_events")[0] == 1
     # The re-run finds the batch in the Delta log (app transaction, file list): nothing to add.
     doc = run(clock, remote, "bronze_events", "--engine", "ray", at=at + timedelta(minutes=5))
@@ -390,7 +413,7 @@ def test_files_of_a_driver_killed_before_the_commit_are_in_no_version_and_vacuum
         run(clock, p, "bronze_events", *(("--engine", "ray") if p == remote else ()), at=T0)
     land(local, stream, 2)
     copy_landing(local, remote)
-    killed_driver(remote, T0 + timedelta(hours=1), "bronze_events:units_written", local_ray)  # files written, no commit
+    killed_driver(remote, T0 + timedelta(hours=1), "bronze_events:units_written")  # files written, no commit
     orphans = unit_files(remote) - committed_files(remote)
     assert len(orphans) == 2, orphans  # one per unit of the killed run (two files), in no version
     assert commit_info(remote, "bronze_events")[0] == 0

@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 from batches import EventStream
 from conftest import medallion
 from s3fixtures import SECRET
+from test_ray import ray_env
 from test_units import T0, TABLES, clock, land, layer, partition, run  # noqa: F401 (clock: fixture)
 
 try:
@@ -33,17 +34,17 @@ def cluster(tmp_path_factory):
     start before any test sets AWS_* (the workers' environment has no credentials)."""
     from ray.cluster_utils import Cluster
 
-    home = tmp_path_factory.mktemp("ray-home")  # Ray 2.60 writes its auth token under HOME
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HOME", str(home))
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "RAY_ADDRESS"):
-            env.delenv(name, raising=False)
+    import os
+
+    with ray_env(tmp_path_factory.mktemp("ray-home")):
+        for name in [k for k in os.environ if k.startswith("AWS_")]:
+            del os.environ[name]
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
         nodes.add_node(num_cpus=1)
         ray.init(address=nodes.address, logging_level="ERROR", log_to_driver=False)
-    yield nodes
-    ray.shutdown()
-    nodes.shutdown()
+        yield nodes
+        ray.shutdown()
+        nodes.shutdown()
 
 
 def s3_twins(tmp_path: Path) -> dict[str, Path]:
