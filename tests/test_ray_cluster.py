@@ -42,9 +42,32 @@ def cluster(tmp_path_factory):
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
         nodes.add_node(num_cpus=1)
         ray.init(address=nodes.address, logging_level="ERROR", log_to_driver=False)
+        ready(nodes)
         yield nodes
         ray.shutdown()
         nodes.shutdown()
+
+
+def ready(nodes) -> None:
+    """Both nodes registered, with their CPU in the scheduler's view and a worker answering
+    on each: otherwise a loaded machine can hand every unit to the head before the other node
+    counts, and the test would prove nothing about two nodes."""
+    import time
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    deadline = time.monotonic() + 60
+    while ray.cluster_resources().get("CPU", 0) < 2 or len([n for n in ray.nodes() if n["Alive"]]) < 2:
+        assert time.monotonic() < deadline, ray.nodes()
+        time.sleep(0.2)
+
+    @ray.remote(num_cpus=1)
+    def where() -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    ids = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    pinned = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(i, soft=False)).remote() for i in ids]
+    assert sorted(ray.get(pinned)) == sorted(ids)
 
 
 def s3_twins(tmp_path: Path) -> dict[str, Path]:

@@ -6,12 +6,14 @@ Delta commit. Each work unit (``units``) becomes a Ray task that reads its landi
 runs the DAG, writes its Parquet file under the table root and returns a small
 :class:`units.UnitOutput` (the uncommitted ``AddAction``, rows, schema). Nothing a task
 writes is visible until the driver commits; files of failed or retried attempts are
-removed by the driver and never committed.
+removed by the driver and never committed (what a killed driver leaves is in no version:
+``vacuum --full`` removes it). A worker that dies is re-run by Ray (``max_retries``); an
+exception fails the run; an attempt longer than ``task_timeout_s`` is cancelled.
 
-Shared-path requirement (this first step): workers run on the machine, or machines, that see
-the project folder, the landing folders and the lake at the same paths as the driver, with
-``medallion_cli`` importable in the Ray workers' Python (start the cluster from the same
-environment). Each task puts the project root on ``sys.path`` to import its pipeline modules.
+Workers need the project folder (pipeline modules) and local landing folders at the driver's
+paths, and ``medallion_cli`` importable in their Python (start the cluster from the same
+environment); each task puts the project root on ``sys.path``. An object-store lake
+(``s3://``) needs no shared path: the storage options travel with the task.
 
 Ray is an optional extra: ``pip install 'medallion-cli[ray]'``. Nothing here imports it at
 module level, so ``medallion --help`` stays fast.
@@ -133,14 +135,13 @@ def _connect_error(exc: BaseException, address: str) -> Exception:
     a cluster that cannot be reached is a failed run (exit 1), as for the tracker."""
     from ray.exceptions import AuthenticationError
 
-    reason = " ".join(str(exc).split())
-    head, dot, _rest = reason.partition(". ")
+    reason = _first_sentence(" ".join(str(exc).split())) or type(exc).__name__
     where = f"Ray at {address}" if address and address != "local" else "a local Ray"
     if isinstance(exc, AuthenticationError):
-        return ConfigError(f"cannot connect to {where}: {head}{dot.strip()}",
+        return ConfigError(f"cannot connect to {where}: {reason}",
                            hint="the cluster uses token authentication: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
                                 "to its token (`ray get-auth-token` on the head node)")
-    return PipelineError(f"cannot connect to {where}: {head}{dot.strip()}",
+    return PipelineError(f"cannot connect to {where}: {reason}",
                          hint="start the cluster (`ray start --head`), or fix medallion.engine.address / RAY_ADDRESS; "
                               "nothing was run")
 
