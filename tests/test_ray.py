@@ -479,3 +479,26 @@ def test_a_hung_task_is_cancelled_after_task_timeout_s_and_the_run_fails_cleanly
     run(clock, remote, "bronze_events", "--engine", "ray", at=T0 + timedelta(hours=1))
     assert_same_as(local, remote)
     assert unit_files(remote) == committed_files(remote)
+
+
+@needs_ray
+def test_an_unreachable_cluster_fails_at_once_in_one_line(project):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    partition(project, max_files=1)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "medallion_cli", "run", "bronze_events", "-C", str(project),
+                           "--engine", "ray", "-q"], env={**os.environ, "RAY_ADDRESS": address},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    error, hint = own_lines(proc.stderr)
+    assert error == f"error: cannot connect to Ray at {address}: Connection refused", proc.stderr
+    assert "RAY_ADDRESS" in hint and time.monotonic() - t0 < 60  # Ray alone retries for minutes
+    assert not (project / "lake" / "bronze_events").exists()

@@ -123,11 +123,33 @@ def _connect(ray: Any, engine: EngineConfig) -> None:
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address == "local":
             kwargs["include_dashboard"] = False
+        shown = address or os.environ.get("RAY_ADDRESS", "")
+        _probe(shown)
         try:
             ray.init(address=address, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every way of not getting a Ray is one line
-            raise _connect_error(exc, address or os.environ.get("RAY_ADDRESS", "")) from exc
+            raise _connect_error(exc, shown) from exc
     _narration_to_stderr()
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(address: str) -> None:
+    """Fail at once when a cluster's ``host:port`` does not accept connections: Ray 2.60's
+    ``ray.init`` keeps retrying an unreachable GCS for minutes (measured: over 200 s)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # local, auto: Ray finds (or starts) the instance itself
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PipelineError(f"cannot connect to Ray at {address}: {exc.strerror or exc}",
+                            hint="start the cluster (`ray start --head`), or fix medallion.engine.address / "
+                                 "RAY_ADDRESS; nothing was run") from None
 
 
 def _connect_error(exc: BaseException, address: str) -> Exception:
