@@ -502,3 +502,22 @@ def test_an_unreachable_cluster_fails_at_once_in_one_line(project):
     assert error == f"error: cannot connect to Ray at {address}: Connection refused", proc.stderr
     assert "RAY_ADDRESS" in hint and time.monotonic() - t0 < 60  # Ray alone retries for minutes
     assert not (project / "lake" / "bronze_events").exists()
+
+
+@needs_ray
+def test_task_timeout_s_counts_each_attempt_from_its_start_not_its_time_in_the_queue(project, tmp_path, clock,
+                                                                                    local_ray, monkeypatch):
+    import time
+
+    stream = EventStream(seed=18)
+    land(project, stream, 7, n=20)
+    local, remote = twins(project, tmp_path, max_files=1)  # 10 units on the module's 2 CPUs: 5 rounds
+    set_engine(remote, task_timeout_s=15)
+    monkeypatch.setenv("MEDALLION_TEST_PAUSE_AT", "bronze_events:unit_started=3.5")  # every unit, every attempt
+    run(clock, local, "bronze_events", at=T0)
+    t0 = time.monotonic()
+    doc = run(clock, remote, "bronze_events", "--engine", "ray", at=T0)
+    elapsed = time.monotonic() - t0
+    assert elapsed > 15, elapsed  # the last units waited longer than the timeout before they started
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 10
+    assert_same_as(local, remote)
