@@ -155,3 +155,32 @@ def test_units_on_a_two_node_cluster_with_an_s3_lake_give_the_local_tables(clust
     assert len(logs) >= 2  # the workers' own logs, of both nodes
     for path in logs:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_units_read_their_landing_files_from_s3_on_the_cluster(cluster, s3, tmp_path, clock):
+    """Landing files on S3 too: a worker needs nothing from the driver's disk but the code."""
+    import s3fs
+
+    from conftest import LANDING
+
+    twins = s3_twins(tmp_path)
+    stream = EventStream(seed=22)
+    land(twins["local"], stream, 2, n=60)
+    fs = s3fs.S3FileSystem(key="testing-key-id", secret=SECRET, endpoint_url=s3.endpoint)
+    landed = [f for f in (*LANDING.iterdir(), *(twins["local"] / "data" / "landing" / "events").iterdir())
+              if f.suffix in (".csv", ".parquet", ".jsonl")]
+    for f in landed:
+        fs.put(str(f), f"lake-bucket/incoming/{f.name}")
+    for p in twins.values():
+        cfg = p / "conf" / "pipelines" / "bronze_events.yml"
+        text = cfg.read_text()
+        assert "landing: data/landing/events" in text
+        cfg.write_text(text.replace("landing: data/landing/events", "landing: s3://lake-bucket/incoming"))
+        shutil.rmtree(p / "data" / "landing" / "events")
+    docs = {name: run(clock, p, "bronze_events", at=T0) for name, p in twins.items()}
+    bronze = layer(docs["ray"], "bronze_events")
+    assert bronze["metrics"]["units"] == len({f.name for f in landed}) == 5, bronze
+    assert bronze["metrics"]["ray_nodes"] == 2, bronze
+    assert_frame_equal(s3_table(s3, twins["local"], "bronze_events"), s3_table(s3, twins["ray"], "bronze_events"))
+    assert commit(s3, twins["local"]) == commit(s3, twins["ray"]) and commit(s3, twins["ray"])[0] == 0
+    assert unreferenced(s3) == set()

@@ -12,8 +12,8 @@ exception fails the run; an attempt longer than ``task_timeout_s`` is cancelled.
 
 Workers need the project folder (pipeline modules) and local landing folders at the driver's
 paths, and ``medallion_cli`` importable in their Python (start the cluster from the same
-environment); each task puts the project root on ``sys.path``. An object-store lake
-(``s3://``) needs no shared path: the storage options travel with the task.
+environment); each task puts the project root on ``sys.path``. An object-store lake and
+landing folder (``s3://``) need no shared path: the storage options travel with the task.
 
 Ray is an optional extra: ``pip install 'medallion-cli[ray]'``. Nothing here imports it at
 module level, so ``medallion --help`` stays fast.
