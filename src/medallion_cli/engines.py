@@ -6,12 +6,14 @@ Delta commit. Each work unit (``units``) becomes a Ray task that reads its landi
 runs the DAG, writes its Parquet file under the table root and returns a small
 :class:`units.UnitOutput` (the uncommitted ``AddAction``, rows, schema). Nothing a task
 writes is visible until the driver commits; files of failed or retried attempts are
-removed by the driver and never committed.
+removed by the driver and never committed (what a killed driver leaves is in no version:
+``vacuum --full`` removes it). A worker that dies is re-run by Ray (``max_retries``); an
+exception fails the run; an attempt longer than ``task_timeout_s`` is cancelled.
 
-Shared-path requirement (this first step): workers run on the machine, or machines, that see
-the project folder, the landing folders and the lake at the same paths as the driver, with
-``medallion_cli`` importable in the Ray workers' Python (start the cluster from the same
-environment). Each task puts the project root on ``sys.path`` to import its pipeline modules.
+Workers need the project folder (pipeline modules) and local landing folders at the driver's
+paths, and ``medallion_cli`` importable in their Python (start the cluster from the same
+environment); each task puts the project root on ``sys.path``. An object-store lake and
+landing folder (``s3://``) need no shared path: the storage options travel with the task.
 
 Ray is an optional extra: ``pip install 'medallion-cli[ray]'``. Nothing here imports it at
 module level, so ``medallion --help`` stays fast.
@@ -33,6 +35,12 @@ ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'medallion-cli[ray]'"
 # A task whose worker process dies (killed, out of memory) runs again this many times.
 DEFAULT_MAX_RETRIES = 3
+# Test hooks (``runner._crash_point``) a unit's task obeys in its worker: the driver passes its
+# own values with every task, since a worker's environment is the one its node started with.
+# ``MEDALLION_TEST_ONCE_FILE``: the first attempt that reaches the hooked point creates that
+# file and fires; attempts that find it skip the hook (a retry then succeeds).
+HOOK_ENV = ("MEDALLION_TEST_CRASH_AT", "MEDALLION_TEST_FAIL_AT", "MEDALLION_TEST_PAUSE_AT", "MEDALLION_TEST_PAUSE_FILE",
+            "MEDALLION_TEST_ONCE_FILE")
 _CONNECT = threading.Lock()
 
 
@@ -44,20 +52,24 @@ class EngineConfig:
     type: str = "local"
     address: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    # A unit's task running longer than this (seconds, per attempt) is cancelled and fails the
+    # run; None: no limit (units of one table can legitimately take long).
+    task_timeout_s: float | None = None
 
 
 def parse_engine(value: Any, *, where: str) -> EngineConfig | None:
-    """``medallion.engine`` of ``conf/project.yml``: a name or ``{type, address, max_retries}``."""
+    """``medallion.engine`` of ``conf/project.yml``: a name or ``{type, address, max_retries,
+    task_timeout_s}``."""
     if value is None:
         return None
     if isinstance(value, str):
         value = {"type": value}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: medallion.engine must be a mapping", hint="e.g. `engine: {type: ray, address: auto}`")
-    unknown = set(value) - {"type", "address", "max_retries"}
+    unknown = set(value) - {"type", "address", "max_retries", "task_timeout_s"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) in medallion.engine: {', '.join(sorted(unknown))}",
-                          hint="known keys: type, address, max_retries")
+                          hint="known keys: type, address, max_retries, task_timeout_s")
     kind = value.get("type", "local")
     if kind not in ENGINES:
         raise ConfigError(f"{where}: medallion.engine.type must be one of {', '.join(ENGINES)}, got {kind!r}")
@@ -67,7 +79,12 @@ def parse_engine(value: Any, *, where: str) -> EngineConfig | None:
     retries = value.get("max_retries", DEFAULT_MAX_RETRIES)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ConfigError(f"{where}: medallion.engine.max_retries must be an integer of at least 0, got {retries!r}")
-    return EngineConfig(type=kind, address=address, max_retries=retries)
+    timeout = value.get("task_timeout_s")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        raise ConfigError(f"{where}: medallion.engine.task_timeout_s must be a number of seconds above 0 (or null), "
+                          f"got {timeout!r}")
+    return EngineConfig(type=kind, address=address, max_retries=retries,
+                        task_timeout_s=float(timeout) if timeout is not None else None)
 
 
 def resolve_engine(option: str | None, configured: EngineConfig | None) -> EngineConfig | None:
@@ -106,14 +123,57 @@ def _connect(ray: Any, engine: EngineConfig) -> None:
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address == "local":
             kwargs["include_dashboard"] = False
-        ray.init(address=address, **kwargs)
+        shown = address or os.environ.get("RAY_ADDRESS", "")
+        _probe(shown)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every way of not getting a Ray is one line
+            raise _connect_error(exc, shown) from exc
     _narration_to_stderr()
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(address: str) -> None:
+    """Fail at once when a cluster's ``host:port`` does not accept connections: Ray 2.60's
+    ``ray.init`` keeps retrying an unreachable GCS for minutes (measured: over 200 s)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # local, auto: Ray finds (or starts) the instance itself
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PipelineError(f"cannot connect to Ray at {address}: {exc.strerror or exc}",
+                            hint="start the cluster (`ray start --head`), or fix medallion.engine.address / "
+                                 "RAY_ADDRESS; nothing was run") from None
+
+
+def _connect_error(exc: BaseException, address: str) -> Exception:
+    """A failed ``ray.init`` as medallion's error: a refused token is configuration (exit 2),
+    a cluster that cannot be reached is a failed run (exit 1), as for the tracker."""
+    from ray.exceptions import AuthenticationError
+
+    reason = _first_sentence(" ".join(str(exc).split())) or type(exc).__name__
+    where = f"Ray at {address}" if address and address != "local" else "a local Ray"
+    if isinstance(exc, AuthenticationError):
+        return ConfigError(f"cannot connect to {where}: {reason}",
+                           hint="the cluster uses token authentication: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
+                                "to its token (`ray get-auth-token` on the head node)")
+    return PipelineError(f"cannot connect to {where}: {reason}",
+                         hint="start the cluster (`ray start --head`), or fix medallion.engine.address / RAY_ADDRESS; "
+                              "nothing was run")
 
 
 def _narration_to_stderr() -> None:
     """Ray's driver prints cluster errors ("(raylet) A worker died ...") to *stdout*, which
-    is medallion's data stream (``--json``): send everything Ray prints to stderr instead.
-    (Ray 2.60: ``listen_error_messages`` calls the module's ``print_to_stdstream``.)"""
+    is medallion's data stream (``--json``): send everything Ray prints to stderr instead, each
+    message cut to its first sentence (a worker's death is a dozen lines of advice; medallion's
+    own error says what failed). (Ray 2.60: ``listen_error_messages`` calls the module's
+    ``print_to_stdstream``.)"""
     from ray._private import worker
 
     original = worker.print_to_stdstream
@@ -121,24 +181,67 @@ def _narration_to_stderr() -> None:
         return
 
     def to_stderr(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        return original({**data, "is_err": True}, *args, **kwargs)
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and lines:
+            lines = [_first_sentence(str(lines[0]))]
+        return original({**data, "lines": lines, "is_err": True}, *args, **kwargs)
 
     to_stderr._medallion = True  # type: ignore[attr-defined]
     worker.print_to_stdstream = to_stderr
+
+
+def _first_sentence(text: str) -> str:
+    line = text.strip().split("\n", 1)[0]
+    head, dot, _rest = line.partition(". ")
+    return head + dot.strip()
 
 
 # -- in the worker -------------------------------------------------------------------------------
 _FP: dict[str, Any] = {}  # per worker process: the FlowerPower project of each project root
 
 
-def _unit_task(common: tuple[Any, ...], index: int, files: list[Any]) -> tuple[Any, int, list[str]]:
+def _set_hooks(hooks: dict[str, str]) -> None:
+    """The driver's test hooks for this task (workers are reused: clear the ones it has not)."""
+    for name in HOOK_ENV:
+        if name in hooks:
+            os.environ[name] = hooks[name]
+        else:
+            os.environ.pop(name, None)
+
+
+def _hook(layer: Any, point: str) -> None:
+    """``runner._crash_point`` in a worker, once per run with ``MEDALLION_TEST_ONCE_FILE``."""
+    from medallion_cli.runner import _crash_point
+
+    here = f"{layer.name}:{point}"
+    once = os.environ.get("MEDALLION_TEST_ONCE_FILE")
+    hooked = [os.environ.get(name, "").partition("=")[0] for name in HOOK_ENV[:3]]
+    if here not in hooked:
+        return
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    _crash_point(layer, point)
+
+
+def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dict[str, str], clock: Any = None
+               ) -> tuple[Any, int, list[str], str]:
     """One unit in a Ray worker: compute it and write its file. Returns (UnitOutput, attempts,
-    retry warnings)."""
+    retry warnings, the node it ran on). ``clock``: the run's :class:`_Clock` actor (with a
+    task timeout), told when this attempt starts."""
+    import ray
+
     from medallion_cli import units
     from medallion_cli.flow import load_flowerpower
     from medallion_cli.runner import compute_unit
 
+    if clock is not None:
+        clock.start.remote(index)
     project, layer, columns, file_times, started_at, inputs, executor, uri, run_id, exists = common
+    _set_hooks(hooks)
+    _hook(layer, "unit_started")
     root = str(project.root)
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -148,25 +251,63 @@ def _unit_task(common: tuple[Any, ...], index: int, files: list[Any]) -> tuple[A
                                                started_at=started_at, inputs=inputs, executor=executor)
     out = units.unit_output(df, rows_in, uri, layer.target, index=index, run_id=run_id, exists=exists,
                             storage=project.storage)
-    return out, tries, retried
+    _hook(layer, "unit_file_written")  # the file is written, the driver has not heard of it
+    return out, tries, retried, ray.get_runtime_context().get_node_id()
 
 
 # -- on the driver -------------------------------------------------------------------------------
+POLL_S = 0.5  # how often the driver looks for tasks past task_timeout_s
+
+
+class _Clock:
+    """A Ray actor (no CPU) that notes when each unit's attempt started, on its own clock:
+    Ray does not tell a driver when a queued task starts running, and the nodes' clocks
+    may differ."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.monotonic
+        self.started: dict[int, float] = {}
+
+    def start(self, index: int) -> None:
+        self.started[index] = self._time()  # a retry starts its own timeout
+
+    def running_for(self) -> dict[int, float]:
+        now = self._time()
+        return {index: now - at for index, at in self.started.items()}
+
+
 def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Sequence[Any]], *, columns: Any,
               file_times: dict[str, int], started_at: datetime, inputs: dict[str, Any], executor: str | None,
-              uri: str, run_id: str, exists: bool) -> Iterator[tuple[Any, int, list[str]]]:
+              uri: str, run_id: str, exists: bool, placed: dict[int, str] | None = None
+              ) -> Iterator[tuple[Any, int, list[str]]]:
     """Submit one Ray task per unit and yield ``(UnitOutput, attempts, warnings)`` in unit
-    order. Closing the generator early (a failed unit) waits for the other tasks to end, so
-    that no task writes a file after the driver removed the run's files."""
+    order; ``placed`` (when given) gets the Ray node id each unit ran on. Closing the generator
+    early (a failed unit) waits for the other tasks to end, so that no task writes a file
+    after the driver removed the run's files.
+
+    Tasks are spread over the cluster's nodes (``SPREAD``): units are alike and read and write
+    their own files, so spreading them spreads the I/O and the memory. The project (with its
+    storage options, credentials included) reaches the workers through Ray's object store,
+    never through a log or a task's name. With ``engine.task_timeout_s``, an attempt running
+    longer is cancelled (its worker killed) and the run fails; the other tasks still running
+    are cancelled too, since nothing of the run will be committed.
+    """
     ray = connect(engine)
-    task = ray.remote(max_retries=engine.max_retries, retry_exceptions=False)(_unit_task)
+    task = ray.remote(max_retries=engine.max_retries, retry_exceptions=False, scheduling_strategy="SPREAD")(_unit_task)
     unit_inputs = {k: v for k, v in inputs.items() if k != layer.source.input_name}  # each unit scans its own files
     common = ray.put((project, layer, columns, file_times, started_at, unit_inputs, executor, uri, run_id, exists))
-    refs = [task.remote(common, index, list(files)) for index, files in enumerate(batch)]
+    hooks = {name: os.environ[name] for name in HOOK_ENV if name in os.environ}
+    clock = ray.remote(num_cpus=0)(_Clock).remote() if engine.task_timeout_s is not None else None
+    refs = [task.remote(common, index, list(files), hooks, clock) for index, files in enumerate(batch)]
+    timed_out = False
     try:
         for index, ref in enumerate(refs):
+            if clock is not None:
+                _wait_or_cancel(ray, refs, index, clock, engine.task_timeout_s)
             try:
-                yield ray.get(ref)
+                out, tries, retried, node = ray.get(ref)
             except ray.exceptions.RayTaskError as err:
                 cause = getattr(err, "cause", None)
                 if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):
@@ -175,8 +316,40 @@ def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Se
             except ray.exceptions.RayError as err:  # worker died more than max_retries times, cluster gone
                 raise PipelineError(f"unit {index} of {layer.target.table} failed in Ray: {type(err).__name__}",
                                     hint=f"the task ran {engine.max_retries + 1} time(s); nothing was committed") from err
+            if placed is not None:
+                placed[index] = node
+            yield out, tries, retried
+    except _TimedOut as late:
+        timed_out = True
+        raise PipelineError(
+            f"unit {late.index} of {layer.target.table} ran longer than medallion.engine.task_timeout_s "
+            f"({engine.task_timeout_s:g} s): its task was cancelled and nothing was committed",
+            hint="see the worker's log for where it hung, or raise task_timeout_s if units are this slow") from None
     finally:
         # Wait for every task (they write files) before the driver removes this run's files.
-        # Not ray.cancel: in Ray 2.60 cancelling a task as it completes aborts the driver
-        # ("Tried to complete task that was not pending"), seen in tests/test_ray.py.
+        # Cancelled only after a timeout: in Ray 2.60 cancelling a task as it completes can
+        # abort the driver ("Tried to complete task that was not pending").
+        if timed_out:
+            for ref in ray.wait(refs, num_returns=len(refs), timeout=0)[1]:
+                ray.cancel(ref, force=True)
         ray.wait(refs, num_returns=len(refs))
+        if clock is not None:
+            ray.kill(clock)
+
+
+class _TimedOut(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def _wait_or_cancel(ray: Any, refs: list[Any], index: int, clock: Any, timeout: float) -> None:
+    """Wait for unit ``index``; meanwhile cancel (force: its worker is killed) any unit whose
+    attempt has run longer than ``timeout`` and raise :class:`_TimedOut`."""
+    while not ray.wait([refs[index]], timeout=POLL_S)[0]:
+        running = ray.get(clock.running_for.remote())
+        late = sorted(i for i, seconds in running.items() if seconds > timeout and not ray.wait([refs[i]], timeout=0)[0])
+        if late:
+            for i in late:
+                ray.cancel(refs[i], force=True)
+            raise _TimedOut(late[0])

@@ -835,6 +835,7 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
         return df, rows_in
 
     execute = None
+    placed: dict[int, str] = {}  # unit -> the Ray node it ran on
     if ctx.options.engine is not None and ctx.options.engine.type == "ray":
         from medallion_cli import engines
 
@@ -843,7 +844,7 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
             for out, tries, retried in engines.ray_units(
                     ctx.options.engine, project, layer, batch, columns=columns, file_times=plan.file_times,
                     started_at=plan.started_at, inputs=inputs, executor=ctx.executor or layer.executor, uri=uri,
-                    run_id=ctx.run_id, exists=exists):
+                    run_id=ctx.run_id, exists=exists, placed=placed):
                 attempts += tries
                 warnings.extend(retried)
                 yield out
@@ -869,7 +870,8 @@ def _run_units(ctx: _Context, layer: LayerConfig, plan: LayerPlan, inputs: dict[
                     *((snapshot_app_id(layer, name), v) for name, v in plan.snapshot_versions.items())]
     outcome = units.commit_units(actions, schema, uri, target, metadata=metadata, transactions=transactions,
                                  storage=storage, overwrite=plan.write_mode == "overwrite")
-    outcome = replace(outcome, metrics={**outcome.metrics, "units": len(split)})
+    outcome = replace(outcome, metrics={**outcome.metrics, "units": len(split),
+                                        **({"ray_nodes": len(set(placed.values()))} if placed else {})})
     _crash_point(layer, "committed")
     _record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
     _crash_point(layer, "recorded")

@@ -291,26 +291,33 @@ def run_units(
         if close is not None:
             close()  # a remote engine stops its tasks before the files are removed
         remove_unit_files(uri, actions, fs)
-        remove_run_files(uri, run_id)
+        remove_run_files(uri, run_id, fs=fs)
         raise
     # Files of attempts that did not count (a retried task) are never committed: remove them.
-    remove_run_files(uri, run_id, keep={a.path for a in actions})
+    remove_run_files(uri, run_id, keep={a.path for a in actions}, fs=fs)
     delta_schema = storage.table(uri).schema() if check_existing else DeltaSchema.from_arrow(_arrow_schema(schema))
     return actions, delta_schema, rows_in, rows_out
 
 
-def remove_run_files(uri: str, run_id: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
+def remove_run_files(uri: str, run_id: str, keep: set[str] | frozenset[str] = frozenset(), fs: Any = None) -> None:
     """Delete this run's unit files (``part-<run_id>-*``) that are not in ``keep`` (best effort):
-    files of failed or retried attempts, which no version references."""
+    files of failed or retried attempts, which no version references. An object-store table
+    is listed through ``fs``."""
     try:
-        names = os.listdir(uri)
-    except OSError:
+        if is_remote(uri):
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(uri.rstrip("/"), detail=False, refresh=True)]
+        else:
+            names = os.listdir(uri)
+    except Exception:  # noqa: BLE001 - no folder yet, or the store is unreachable: vacuum --full is the backstop
         return
     for name in names:
         if name.startswith(f"part-{run_id}-") and name not in keep:
             try:
-                os.remove(os.path.join(uri, name))
-            except OSError:
+                if is_remote(uri):
+                    fs.rm_file(f"{uri.rstrip('/')}/{name}")
+                else:
+                    os.remove(os.path.join(uri, name))
+            except Exception:  # noqa: BLE001
                 pass
 
 
