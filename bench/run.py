@@ -86,10 +86,31 @@ def land(project: Path, events_src: Path, customers_src: Path | None = None) -> 
                 link_into(f, project / "data" / "landing" / feed)
 
 
-def fresh_project(root: Path, events_src: Path, name: str, customers_src: Path | None = None) -> Path:
+def set_partition(project: Path, pipeline: str, spec: str | None) -> None:
+    """Replace the ``partition:`` line the template gives ``pipeline`` with ``spec`` (YAML
+    flow text such as ``{by: files, max_files: 2}``); None removes it: the table runs as one unit."""
+    path = project / "conf" / "pipelines" / f"{pipeline}.yml"
+    lines = path.read_text().splitlines(keepends=True)
+    at = [i for i, line in enumerate(lines) if line.startswith("  partition:")]
+    if len(at) != 1:
+        raise SystemExit(f"{path}: expected one `  partition:` line, found {len(at)}")
+    if spec is None:
+        del lines[at[0]]
+    else:
+        lines[at[0]] = f"  partition: {spec}\n"
+    path.write_text("".join(lines))
+
+
+def fresh_project(root: Path, events_src: Path, name: str, customers_src: Path | None = None, *,
+                  units: bool = True) -> Path:
+    """A new project from `medallion init` with the landing files linked in. ``units=False``
+    removes the template's work units (``medallion.partition``): every table runs as one unit."""
     project = root / name
     shutil.rmtree(project, ignore_errors=True)
     subprocess.run(medallion("init", name, "--no-sample-data", "-q", "--directory", root), check=True, env=child_env())
+    if not units:
+        for pipeline in TABLES:
+            set_partition(project, pipeline, None)
     land(project, events_src, customers_src)
     return project
 

@@ -31,18 +31,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import WORK, child_env, fresh_project, generate, link_into, load, measured, medallion  # noqa: E402
+from run import WORK, child_env, fresh_project, generate, link_into, load, measured, medallion, set_partition  # noqa: E402
 
 
 def declare_units(project: Path, max_files: int) -> None:
-    path = project / "conf" / "pipelines" / "bronze_events.yml"
-    text = path.read_text()
-    path.write_text(text + f"  partition: {{by: files, max_files: {max_files}}}\n")
+    set_partition(project, "bronze_events", f"{{by: files, max_files: {max_files}}}")
 
 
 def declare_key_units(project: Path, buckets: str) -> None:
-    path = project / "conf" / "pipelines" / "silver_events.yml"
-    path.write_text(path.read_text() + f"  partition: {{by: key, buckets: {buckets}}}\n")
+    set_partition(project, "silver_events", f"{{by: key, buckets: {buckets}}}")
 
 
 def bench_silver(rows: int, files: int, buckets: str, max_files: int, only_units: bool = False) -> dict:
@@ -56,7 +53,7 @@ def bench_silver(rows: int, files: int, buckets: str, max_files: int, only_units
         folder.mkdir()
         for name in part:
             shutil.move(str(events / name), folder / name)
-    base = fresh_project(root, first, "base")
+    base = fresh_project(root, first, "base", units=False)
     declare_units(base, max_files)
     measured(medallion("run", "bronze_events", "-q"), base)
     results: dict = {"rows": rows, "files": files, "buckets": buckets}
@@ -115,7 +112,7 @@ def main() -> None:
     if not args.no_ray:
         runs.append(("units_ray", args.max_files, ("--engine", "ray")))
     for name, units, extra in runs:
-        project = fresh_project(root, events, name)
+        project = fresh_project(root, events, name, units=False)
         if units:
             declare_units(project, units)
         m = measured(medallion("run", "bronze_events", "--json", "-q", *extra), project)

@@ -84,7 +84,9 @@ PARTS = {"named-1": [("point", p) for p in NAMED[: len(NAMED) // 2]],
 
 def split_into_units(project) -> None:
     path = project / "conf" / "pipelines" / "bronze_events.yml"
-    path.write_text(path.read_text() + "  partition: {by: files, max_files: 1}\n")
+    text = path.read_text()
+    assert "  partition: {by: files}\n" in text  # the template's, made one unit per file
+    path.write_text(text.replace("  partition: {by: files}\n", "  partition: {by: files, max_files: 1}\n"))
 
 
 @pytest.mark.parametrize("part", list(PARTS))
