@@ -165,6 +165,28 @@ def test_an_incremental_run_replaces_exactly_the_affected_dates(project, tmp_pat
     assert 0 < len(removed) == lay["metrics"]["num_removed_files"]
 
 
+def test_a_partitioned_target_runs_as_one_unit_with_a_warning(project, tmp_path):
+    """Range units write unpartitioned files: a gold table with target.partition_by (the
+    template declares ranges, a user adds partition_by) runs as one unit, same table."""
+    split = tmp_path / "split"
+    twins(project, split, 3)
+    for p in (project, split):
+        path = p / "conf" / "pipelines" / "gold_daily_sales.yml"
+        data = yaml.safe_load(path.read_text())
+        data["medallion"]["target"]["partition_by"] = ["event_date"]
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    stream = EventStream(seed=12)
+    now = {"at": T0}
+    with frozen(now):
+        land(stream, 80, project, split)
+        run(project, "all")
+        doc = run(split, "all")
+    same_gold(project, split)
+    lay = layer(doc, "gold_daily_sales")
+    assert lay["metrics"].get("units") is None
+    assert DeltaTable(str(split / "lake" / "gold_daily_sales")).metadata().partition_columns == ["event_date"]
+
+
 def test_a_run_killed_between_unit_writes_and_the_commit_leaves_gold_as_it_was(project, tmp_path):
     split = tmp_path / "split"
     twins(project, split, 4)

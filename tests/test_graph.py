@@ -65,7 +65,7 @@ def test_a_cycle_is_refused_naming_the_pipelines(project):
     edit(project / "conf" / "pipelines" / "bronze_events.yml", "    landing: data/landing/events\n", "")
     text = (project / "conf" / "pipelines" / "bronze_events.yml").read_text()
     text = text[:text.index("    schema:")] + text[text.index("  # Each landing file"):]
-    text = text.replace("  incremental:\n    strategy: files\n", "")
+    text = text.replace("  incremental:\n    strategy: files\n", "").replace("  partition: {by: files}\n", "")
     (project / "conf" / "pipelines" / "bronze_events.yml").write_text(text)
     with pytest.raises(ConfigError) as info:
         load_project(project)
