@@ -2,9 +2,13 @@
 
 With ``--engine ray`` (or ``medallion.engine: {type: ray, address: ...}`` in
 ``conf/project.yml``) the driver keeps what must happen once: the lock, the plan and the one
-Delta commit. Each work unit (``units``) becomes a Ray task that reads its landing files,
-runs the DAG, writes its Parquet file under the table root and returns a small
-:class:`units.UnitOutput` (the uncommitted ``AddAction``, rows, schema). Nothing a task
+Delta commit. Each work unit becomes a Ray task (:func:`run_tasks`) running the same unit
+function the local engine runs in the driver: bronze's file units (:func:`files_unit`:
+reads its landing files), silver's key buckets (``keyunits.compute_bucket``) and gold's
+date ranges (``range_units.range_unit``) read their slice of the source (a lazy Delta scan
+at the planned version), run the DAG, write their Parquet file under the table root (or a
+key unit's staged file) and return a small picklable value (the uncommitted ``AddAction``,
+rows, schema; a key unit also its quality counts and rejected rows). Nothing a task
 writes is visible until the driver commits; files of failed or retried attempts are
 removed by the driver and never committed (what a killed driver leaves is in no version:
 ``vacuum --full`` removes it). A worker that dies is re-run by Ray (``max_retries``); an
@@ -13,7 +17,9 @@ exception fails the run; an attempt longer than ``task_timeout_s`` is cancelled.
 Workers need the project folder (pipeline modules) and local landing folders at the driver's
 paths, and ``medallion_cli`` importable in their Python (start the cluster from the same
 environment); each task puts the project root on ``sys.path``. An object-store lake and
-landing folder (``s3://``) need no shared path: the storage options travel with the task.
+landing folder (``s3://``) need no shared path: the storage options travel with the task
+(except silver's staging folder when key units merge into an existing table: it is in the
+project folder, which the driver reads).
 
 Ray is an optional extra: ``pip install 'medallion-cli[ray]'``. Nothing here imports it at
 module level, so ``medallion --help`` stays fast.
