@@ -226,4 +226,12 @@ def test_silver_key_units_and_gold_ranges_on_the_cluster_give_the_local_lake(clu
             assert_frame_equal(a, b)
         assert layer(docs["ray"], "silver_events")["quality"]["rows_quarantined"] > 0  # the generated invalid rows
         assert not (twins["ray"] / "lake").exists()
-        assert not list((twins["ray"] / ".medallion").rglob("unit-*.parquet"))  # staging removed
+        assert not list((twins["ray"] / ".medallion").rglob("unit-*.parquet"))  # staged in the lake, not here
+        assert not [o for o in s3fs_of(s3).find("lake-bucket/ray/lake") if "_medallion_staging" in o]  # removed
+
+
+def s3fs_of(s3):
+    import s3fs
+
+    opts = s3.env()
+    return s3fs.S3FileSystem(key=opts["AWS_ACCESS_KEY_ID"], secret=SECRET, endpoint_url=opts["AWS_ENDPOINT_URL"])

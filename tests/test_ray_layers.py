@@ -182,3 +182,37 @@ def test_a_worker_killed_in_a_key_unit_is_retried_and_the_run_commits_once(proje
         assert parquet_files(remote, name) == committed(remote, name), name
     for name in QUARANTINES:
         assert_frame_equal(quarantine(local, name), quarantine(remote, name))
+
+
+def test_key_units_on_ray_with_an_s3_lake_stage_in_the_lake_and_leave_nothing(s3, tmp_path):
+    """With the Ray engine and an ``s3://`` lake, a key unit stages its rows in the lake (the
+    driver may be another machine): written, read back for the MERGE, removed; a killed run's
+    folder is removed by the next run."""
+    import polars as pl
+    import s3fs
+
+    from medallion_cli import keyunits
+    from medallion_cli.project import load_project
+
+    r = medallion("init", "shop", "--directory", tmp_path, "--storage", "s3", "--bucket", "lake-bucket", "-q")
+    assert r.exit_code == 0, r
+    project = load_project(tmp_path / "shop")
+    root = keyunits.remote_staging_root(project, "silver_events")
+    assert root == "s3://lake-bucket/shop/lake/_medallion_staging/silver_events"
+    fs = s3fs.S3FileSystem(key=s3.env()["AWS_ACCESS_KEY_ID"], secret=s3.env()["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_url=s3.env()["AWS_ENDPOINT_URL"])
+    stale = keyunits.RemoteStaging(root, "killed-run", project.storage)
+    assert keyunits.stage_file(pl.DataFrame({"k": [9]}), stale.dir, 0, project.storage) is not None
+    staging = keyunits.RemoteStaging(root, "this-run", project.storage)
+    assert staging.clean_stale() == ["killed-run"]
+    frames = [pl.DataFrame({"k": [1, 2], "v": ["a", "b"]}), pl.DataFrame({"k": [3], "v": ["c"]})]
+    for b, df in enumerate(frames):
+        staging.files.append(keyunits.stage_file(df, staging.dir, b, project.storage))
+    assert keyunits.stage_file(frames[0].head(0), staging.dir, 2, project.storage) is None  # no rows, no file
+    fs.invalidate_cache()
+    assert sorted(fs.find("lake-bucket/shop/lake/_medallion_staging")) == sorted(f[len("s3://"):] for f in staging.files)
+    for _ in range(2):  # a MERGE attempt retried reads a fresh stream
+        assert_frame_equal(pl.from_arrow(staging.reader().read_all()).sort("k"), pl.concat(frames))
+    staging.remove()
+    fs.invalidate_cache()
+    assert fs.find("lake-bucket/shop/lake/_medallion_staging") == []

@@ -17,9 +17,8 @@ exception fails the run; an attempt longer than ``task_timeout_s`` is cancelled.
 Workers need the project folder (pipeline modules) and local landing folders at the driver's
 paths, and ``medallion_cli`` importable in their Python (start the cluster from the same
 environment); each task puts the project root on ``sys.path``. An object-store lake and
-landing folder (``s3://``) need no shared path: the storage options travel with the task
-(except silver's staging folder when key units merge into an existing table: it is in the
-project folder, which the driver reads).
+landing folder (``s3://``) need no shared path: the storage options travel with the task,
+and key units then stage their rows in the lake (``keyunits.RemoteStaging``).
 
 Ray is an optional extra: ``pip install 'medallion-cli[ray]'``. Nothing here imports it at
 module level, so ``medallion --help`` stays fast.

@@ -194,14 +194,77 @@ class Staging:
             pass
 
 
-def stage_file(df: pl.DataFrame, folder: Path | str, bucket: int) -> str | None:
+class RemoteStaging:
+    """A run's staged unit files in the lake's object store, ``<lake>/_medallion_staging/
+    <table>/<run_id>/``: with the Ray engine and an ``s3://`` lake, key units running on other
+    machines stage where the driver can read them (the local engine stages on local disk,
+    :class:`Staging`). Same interface and the same clean-up rules."""
+
+    def __init__(self, root: str, run_id: str, storage: Any) -> None:
+        self.root = root.rstrip("/")
+        self.dir = f"{self.root}/{run_id}"
+        self.files: list[str] = []
+        self._storage = storage
+        self._fs = storage.fs(self.root)
+
+    def clean_stale(self) -> list[str]:
+        """Remove staging folders of earlier runs of this table (killed runs); their names."""
+        removed = []
+        try:
+            children = self._fs.ls(self.root, detail=False, refresh=True)
+        except FileNotFoundError:
+            return removed
+        for child in children:
+            name = child.rstrip("/").rsplit("/", 1)[-1]
+            if name != self.dir.rsplit("/", 1)[-1]:
+                self._rm(child)
+                removed.append(name)
+        return removed
+
+    def reader(self) -> Any:
+        """A fresh Arrow stream over every staged object (one per MERGE attempt)."""
+        import pyarrow.dataset as ds
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        paths = [f.split("://", 1)[1] for f in self.files]
+        return ds.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(self._fs))).scanner(
+            batch_size=64 * 1024).to_reader()
+
+    def remove(self) -> None:
+        self._rm(self.dir)
+
+    def _rm(self, path: str) -> None:
+        try:
+            self._fs.rm(path, recursive=True)
+        except Exception:  # noqa: BLE001 - best effort: the table's next run removes what is left
+            pass
+
+
+def remote_staging_root(project: Project, table: str) -> str:
+    from medallion_cli.project import join_uri
+
+    return join_uri(project.lake_uri, f"_medallion_staging/{table.replace('/', '_')}")
+
+
+def stage_file(df: pl.DataFrame, folder: Path | str, bucket: int, storage: Any = None) -> str | None:
     """Write a unit's rows as ``<folder>/unit-<b>-<uuid>.parquet`` (None: no rows). Each
-    attempt writes its own file: the driver merges only the files of the results it got."""
+    attempt writes its own file: the driver merges only the files of the results it got.
+    An object-store ``folder`` (:class:`RemoteStaging`) is written in one PUT through ``storage``."""
     if df.height == 0:
         return None
+    name = f"unit-{bucket:05d}-{uuid.uuid4().hex}.parquet"
+    if is_remote(str(folder)):
+        import io
+
+        buffer = io.BytesIO()
+        df.write_parquet(buffer, compression="lz4", statistics=False)
+        data, target = buffer.getvalue(), f"{str(folder).rstrip('/')}/{name}"
+        fs = storage.fs(target)
+        storage.call(lambda: fs.pipe_file(target, data), what=f"staging {name}", uri=target)
+        return target
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"unit-{bucket:05d}-{uuid.uuid4().hex}.parquet"
+    path = folder / name
     tmp = path.with_suffix(".tmp")
     df.write_parquet(tmp, compression="lz4", statistics=False)
     os.replace(tmp, path)
@@ -327,7 +390,7 @@ def compute_bucket(fp_project: Any, project: Project, layer: LayerConfig, job: B
             fs = storage.fs(job.uri) if is_remote(job.uri) else None
             action = units.write_unit_file(df, job.uri, run_id=job.run_id, unit=bucket, storage=storage, fs=fs)
     else:
-        staged = stage_file(df, job.staging_dir, bucket)
+        staged = stage_file(df, job.staging_dir, bucket, storage)
     out = BucketOutput(index, action, staged, df.schema, df.height, report, bad, missing)
     return out, tries, retried
 
@@ -376,14 +439,18 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     check_existing = exists and not overwrite
     gate = quality.with_policy(layer.quality, ctx.options.quality_policy) if layer.quality is not None else None
     unit_gate = quality.QualityConfig(gate.gates, None) if gate is not None else None
-    staging = Staging(staging_root(project, target.table), ctx.run_id)
+    engine = ctx.options.engine
+    on_ray = engine is not None and engine.type == "ray"
+    if on_ray and is_remote(uri):  # the workers may be other machines: stage where the driver reads
+        staging: Any = RemoteStaging(remote_staging_root(project, target.table), ctx.run_id, storage)
+    else:
+        staging = Staging(staging_root(project, target.table), ctx.run_id)
     fs = storage.fs(uri) if direct and is_remote(uri) else None
     job = BucketJob(source=plan.source, inputs={k: v for k, v in inputs.items() if k != layer.source.input_name},
                     buckets=n, executor=ctx.executor or layer.executor, gate=unit_gate, uri=uri, run_id=ctx.run_id,
                     check_existing=check_existing, direct=direct, staging_dir=str(staging.dir))
-    engine = ctx.options.engine
     placed: dict[int, str] = {}  # bucket -> the Ray node it ran on
-    if engine is not None and engine.type == "ray":
+    if on_ray:
         from medallion_cli import engines
 
         outputs = engines.run_tasks(engine, project, layer, compute_bucket, job, list(range(n)), placed=placed)
@@ -412,7 +479,7 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
             if out.action is not None:
                 actions.append(out.action)
             if out.staged is not None:
-                staging.files.append(Path(out.staged))
+                staging.files.append(out.staged if isinstance(staging, RemoteStaging) else Path(out.staged))
             runner._crash_point(layer, "unit_written")
         if direct:  # files of attempts that did not count (a retried task) are never committed
             units.remove_run_files(uri, ctx.run_id, keep={a.path for a in actions}, fs=fs)
