@@ -216,3 +216,24 @@ def test_key_units_on_ray_with_an_s3_lake_stage_in_the_lake_and_leave_nothing(s3
     staging.remove()
     fs.invalidate_cache()
     assert fs.find("lake-bucket/shop/lake/_medallion_staging") == []
+
+
+@needs_ray
+def test_a_pipeline_that_changes_its_keys_runs_as_one_unit_on_ray_too(project, tmp_path, clock, local_ray):
+    """A worker's refusal to split (a row left its key bucket) reaches the driver: the batch
+    runs as one unit, the tasks' unit files are removed, the lake is the local engine's."""
+    events, people = EventStream(seed=35), CustomerStream(seed=35)
+    land(project, events, people, 2)
+    code = project / "pipelines" / "silver_events.py"
+    code.write_text(code.read_text().replace('pl.col("event_id").str.strip_chars(),',
+                                             '(pl.lit("k-") + pl.col("event_id").str.slice(0, 3)).alias("event_id"),'))
+    configure(project, "silver_events", partition={"by": "key", "buckets": 4})
+    local, remote = project, tmp_path / "ray"
+    shutil.copytree(local, remote)
+    run(clock, local, "all", at=T0)
+    doc = ray_run(clock, remote, "all", at=T0)
+    silver = layer(doc, "silver_events")
+    assert "units" not in silver["metrics"] and "ray_nodes" not in silver["metrics"], silver
+    assert any("ran as one unit: the pipeline changes the merge key" in w for w in silver["warnings"]), silver
+    assert_same_lakes(local, remote)
+    assert parquet_files(remote, "silver_events") == committed(remote, "silver_events")
