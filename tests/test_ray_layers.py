@@ -237,3 +237,19 @@ def test_a_pipeline_that_changes_its_keys_runs_as_one_unit_on_ray_too(project, t
     assert any("ran as one unit: the pipeline changes the merge key" in w for w in silver["warnings"]), silver
     assert_same_lakes(local, remote)
     assert parquet_files(remote, "silver_events") == committed(remote, "silver_events")
+
+
+@needs_ray
+def test_a_failed_quality_gate_in_a_key_unit_task_is_exit_3_in_one_line_and_commits_nothing(
+        project, tmp_path, clock, local_ray):
+    local, remote = silver_twins(project, tmp_path, clock, seed=36)
+    before, info = table(remote, "silver_events"), commit_info(remote, "silver_events")
+    clock["at"] = T0 + timedelta(minutes=20)
+    rs = [medallion("run", "silver_events", "-C", p, "--quality-policy", "fail", "-q", *extra)
+          for p, extra in ((local, ()), (remote, ("--engine", "ray")))]
+    assert rs[0].exit_code == rs[1].exit_code == 3, rs
+    error = own_lines(rs[1].stderr)[0]
+    assert "(key bucket" in error and error == own_lines(rs[0].stderr)[0], rs  # the local engine's message
+    assert commit_info(remote, "silver_events") == info
+    assert_frame_equal(table(remote, "silver_events"), before)
+    assert not list((remote / ".medallion").rglob("unit-*.parquet"))
