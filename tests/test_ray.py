@@ -5,7 +5,6 @@ run, and a failed task commits nothing."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -320,8 +319,8 @@ def test_a_worker_killed_after_writing_its_file_fails_without_retries_and_is_ret
     r = medallion("run", "bronze_events", "-C", remote, "--engine", "ray", "-q")
     assert r.exit_code == 1 and once.exists(), r
     error, hint = own_lines(r.stderr)
-    # (which unit's worker is killed depends on which task starts first)
-    assert re.fullmatch(r"error: unit [01] of bronze_events failed in Ray: WorkerCrashedError", error), r
+    # the unit whose attempt first wrote its file: either of the two running at once
+    assert error in {f"error: unit {i} of bronze_events failed in Ray: WorkerCrashedError" for i in range(5)}, r
     assert hint == "hint: the task ran 1 time(s); nothing was committed", r
     assert not DeltaTable.is_deltatable(str(remote / "lake" / "bronze_events")) and unit_files(remote) == set()
     # With retries, Ray runs the killed task again: one commit, the local engine's table; the

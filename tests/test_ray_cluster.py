@@ -2,7 +2,8 @@
 this machine) with the lake on S3 (moto's server): the units are spread over both nodes, the
 workers get the storage options from the driver (their environment has no ``AWS_*``), and the
 tables are those of the local engine, bit for bit, for the template's data and for generated
-batches with duplicates, late and invalid rows, a worker killed mid-run included."""
+batches with duplicates, late and invalid rows, a worker killed mid-run included; silver's key
+buckets and gold's date ranges too."""
 
 from __future__ import annotations
 
@@ -184,3 +185,53 @@ def test_units_read_their_landing_files_from_s3_on_the_cluster(cluster, s3, tmp_
     assert_frame_equal(s3_table(s3, twins["local"], "bronze_events"), s3_table(s3, twins["ray"], "bronze_events"))
     assert commit(s3, twins["local"]) == commit(s3, twins["ray"]) and commit(s3, twins["ray"])[0] == 0
     assert unreferenced(s3) == set()
+
+
+def test_silver_key_units_and_gold_ranges_on_the_cluster_give_the_local_lake(cluster, s3, tmp_path, clock):
+    """Silver's key buckets and gold's date ranges as tasks on both nodes: each reads its slice
+    of the source table from S3 (the storage options travel with the task), and the driver
+    commits once per table: the local engine's six tables and quarantine tables."""
+    from batches import CustomerStream
+    from test_ray_layers import configure
+    from test_silver_units import QUARANTINES, copy_landing
+    from test_silver_units import land as land_both
+
+    twins = s3_twins(tmp_path)
+    for p in twins.values():
+        for name in ("silver_events", "silver_customers"):
+            configure(p, name, partition={"by": "key", "buckets": 3})
+        for name in ("gold_daily_sales", "gold_sales_by_segment"):
+            configure(p, name, partition={"by": "column", "column": "event_date", "ranges": 3})
+    events, people = EventStream(seed=23), CustomerStream(seed=23)
+    land_both(twins["local"], events, people, 2)
+    copy_landing(twins["local"], twins["ray"])
+    for i in range(2):  # creates every table, then merges silver (staged units) and replaces gold's dates
+        if i:
+            land_both(twins["local"], events, people, 2)
+            copy_landing(twins["local"], twins["ray"])
+        docs = {name: run(clock, p, "all", at=T0 + timedelta(hours=i)) for name, p in twins.items()}
+        for name in ("silver_events", "silver_customers", "gold_daily_sales", "gold_sales_by_segment"):
+            lay = layer(docs["ray"], name)
+            assert lay["metrics"]["units"] == 3 and lay["metrics"]["ray_nodes"] == 2, (name, lay["metrics"])
+            assert lay["rows_out"] == layer(docs["local"], name)["rows_out"], name
+        assert layer(docs["ray"], "silver_events")["operation"] == ("create" if i == 0 else "merge")
+        for name in TABLES:
+            assert_frame_equal(s3_table(s3, twins["local"], name), s3_table(s3, twins["ray"], name))
+            versions = [DeltaTable(f"s3://lake-bucket/{lake}/lake/{name}", storage_options=s3.env()).version()
+                        for lake in ("shop", "ray")]
+            assert versions[0] == versions[1] == i, (name, versions)  # one version per run
+        for name in QUARANTINES:
+            a, b = (pl.read_delta(f"s3://lake-bucket/{lake}/lake/{name}", storage_options=s3.env()).sort("_row_key")
+                    for lake in ("shop", "ray"))
+            assert_frame_equal(a, b)
+        assert layer(docs["ray"], "silver_events")["quality"]["rows_quarantined"] > 0  # the generated invalid rows
+        assert not (twins["ray"] / "lake").exists()
+        assert not list((twins["ray"] / ".medallion").rglob("unit-*.parquet"))  # staged in the lake, not here
+        assert not [o for o in s3fs_of(s3).find("lake-bucket/ray/lake") if "_medallion_staging" in o]  # removed
+
+
+def s3fs_of(s3):
+    import s3fs
+
+    opts = s3.env()
+    return s3fs.S3FileSystem(key=opts["AWS_ACCESS_KEY_ID"], secret=SECRET, endpoint_url=opts["AWS_ENDPOINT_URL"])

@@ -2,9 +2,13 @@
 
 With ``--engine ray`` (or ``medallion.engine: {type: ray, address: ...}`` in
 ``conf/project.yml``) the driver keeps what must happen once: the lock, the plan and the one
-Delta commit. Each work unit (``units``) becomes a Ray task that reads its landing files,
-runs the DAG, writes its Parquet file under the table root and returns a small
-:class:`units.UnitOutput` (the uncommitted ``AddAction``, rows, schema). Nothing a task
+Delta commit. Each work unit becomes a Ray task (:func:`run_tasks`) running the same unit
+function the local engine runs in the driver: bronze's file units (:func:`files_unit`:
+reads its landing files), silver's key buckets (``keyunits.compute_bucket``) and gold's
+date ranges (``range_units.range_unit``) read their slice of the source (a lazy Delta scan
+at the planned version), run the DAG, write their Parquet file under the table root (or a
+key unit's staged file) and return a small picklable value (the uncommitted ``AddAction``,
+rows, schema; a key unit also its quality counts and rejected rows). Nothing a task
 writes is visible until the driver commits; files of failed or retried attempts are
 removed by the driver and never committed (what a killed driver leaves is in no version:
 ``vacuum --full`` removes it). A worker that dies is re-run by Ray (``max_retries``); an
@@ -13,7 +17,8 @@ exception fails the run; an attempt longer than ``task_timeout_s`` is cancelled.
 Workers need the project folder (pipeline modules) and local landing folders at the driver's
 paths, and ``medallion_cli`` importable in their Python (start the cluster from the same
 environment); each task puts the project root on ``sys.path``. An object-store lake and
-landing folder (``s3://``) need no shared path: the storage options travel with the task.
+landing folder (``s3://``) need no shared path: the storage options travel with the task,
+and key units then stage their rows in the lake (``keyunits.RemoteStaging``).
 
 Ray is an optional extra: ``pip install 'medallion-cli[ray]'``. Nothing here imports it at
 module level, so ``medallion --help`` stays fast.
@@ -226,20 +231,20 @@ def _hook(layer: Any, point: str) -> None:
     _crash_point(layer, point)
 
 
-def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dict[str, str], clock: Any = None
+def _unit_task(work: Any, common: tuple[Any, ...], index: int, unit: Any, hooks: dict[str, str], clock: Any = None
                ) -> tuple[Any, int, list[str], str]:
-    """One unit in a Ray worker: compute it and write its file. Returns (UnitOutput, attempts,
-    retry warnings, the node it ran on). ``clock``: the run's :class:`_Clock` actor (with a
-    task timeout), told when this attempt starts."""
+    """One unit in a Ray worker: ``work(fp_project, project, layer, shared, index, unit)``
+    computes it and writes its file. Returns (its output, attempts, retry warnings, the node
+    it ran on). ``common``: ``(project, layer, shared)``, the same for every unit of the
+    table. ``clock``: the run's :class:`_Clock` actor (with a task timeout), told when this
+    attempt starts."""
     import ray
 
-    from medallion_cli import units
     from medallion_cli.flow import load_flowerpower
-    from medallion_cli.runner import compute_unit
 
     if clock is not None:
         clock.start.remote(index)
-    project, layer, columns, file_times, started_at, inputs, executor, uri, run_id, exists = common
+    project, layer, shared = common
     _set_hooks(hooks)
     _hook(layer, "unit_started")
     root = str(project.root)
@@ -247,12 +252,24 @@ def _unit_task(common: tuple[Any, ...], index: int, files: list[Any], hooks: dic
         sys.path.insert(0, root)
     if root not in _FP:
         _FP[root] = load_flowerpower(project.root)
-    df, rows_in, tries, retried = compute_unit(project, _FP[root], layer, files, columns=columns, file_times=file_times,
-                                               started_at=started_at, inputs=inputs, executor=executor)
-    out = units.unit_output(df, rows_in, uri, layer.target, index=index, run_id=run_id, exists=exists,
-                            storage=project.storage)
+    out, tries, retried = work(_FP[root], project, layer, shared, index, unit)
     _hook(layer, "unit_file_written")  # the file is written, the driver has not heard of it
     return out, tries, retried, ray.get_runtime_context().get_node_id()
+
+
+def files_unit(fp_project: Any, project: Any, layer: Any, shared: tuple[Any, ...], index: int, files: list[Any]
+               ) -> tuple[Any, int, list[str]]:
+    """A bronze unit (its landing ``files``): ``runner.compute_unit`` and its Parquet file."""
+    from medallion_cli import units
+    from medallion_cli.runner import compute_unit
+
+    columns, file_times, started_at, inputs, executor, uri, run_id, exists = shared
+    df, rows_in, tries, retried = compute_unit(project, fp_project, layer, files, columns=columns,
+                                               file_times=file_times, started_at=started_at, inputs=inputs,
+                                               executor=executor)
+    out = units.unit_output(df, rows_in, uri, layer.target, index=index, run_id=run_id, exists=exists,
+                            storage=project.storage)
+    return out, tries, retried
 
 
 # -- on the driver -------------------------------------------------------------------------------
@@ -282,10 +299,24 @@ def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Se
               file_times: dict[str, int], started_at: datetime, inputs: dict[str, Any], executor: str | None,
               uri: str, run_id: str, exists: bool, placed: dict[int, str] | None = None
               ) -> Iterator[tuple[Any, int, list[str]]]:
-    """Submit one Ray task per unit and yield ``(UnitOutput, attempts, warnings)`` in unit
+    """Bronze's units (``batch``: each unit's landing files) as Ray tasks: :func:`run_tasks`
+    with :func:`files_unit`."""
+    unit_inputs = {k: v for k, v in inputs.items() if k != layer.source.input_name}  # each unit scans its own files
+    shared = (columns, file_times, started_at, unit_inputs, executor, uri, run_id, exists)
+    return run_tasks(engine, project, layer, files_unit, shared, [list(files) for files in batch], placed=placed)
+
+
+def run_tasks(engine: EngineConfig, project: Any, layer: Any, work: Any, shared: Any, units: Sequence[Any], *,
+              placed: dict[int, str] | None = None) -> Iterator[tuple[Any, int, list[str]]]:
+    """Submit one Ray task per unit and yield ``(output, attempts, warnings)`` in unit
     order; ``placed`` (when given) gets the Ray node id each unit ran on. Closing the generator
     early (a failed unit) waits for the other tasks to end, so that no task writes a file
     after the driver removed the run's files.
+
+    ``work``: a module-level function ``work(fp_project, project, layer, shared, index, unit)``
+    that computes one unit wherever it runs (the local engine calls the same function in the
+    driver) and returns ``(output, attempts, warnings)``; ``shared`` and each of ``units``
+    must be picklable (frames as lazy scans: each task reads its own slice).
 
     Tasks are spread over the cluster's nodes (``SPREAD``): units are alike and read and write
     their own files, so spreading them spreads the I/O and the memory. The project (with its
@@ -296,11 +327,10 @@ def ray_units(engine: EngineConfig, project: Any, layer: Any, batch: Sequence[Se
     """
     ray = connect(engine)
     task = ray.remote(max_retries=engine.max_retries, retry_exceptions=False, scheduling_strategy="SPREAD")(_unit_task)
-    unit_inputs = {k: v for k, v in inputs.items() if k != layer.source.input_name}  # each unit scans its own files
-    common = ray.put((project, layer, columns, file_times, started_at, unit_inputs, executor, uri, run_id, exists))
+    common = ray.put((project, layer, shared))
     hooks = {name: os.environ[name] for name in HOOK_ENV if name in os.environ}
     clock = ray.remote(num_cpus=0)(_Clock).remote() if engine.task_timeout_s is not None else None
-    refs = [task.remote(common, index, list(files), hooks, clock) for index, files in enumerate(batch)]
+    refs = [task.remote(work, common, index, unit, hooks, clock) for index, unit in enumerate(units)]
     timed_out = False
     try:
         for index, ref in enumerate(refs):

@@ -176,14 +176,9 @@ class Staging:
         return removed
 
     def write(self, df: pl.DataFrame, bucket: int) -> None:
-        if df.height == 0:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"unit-{bucket:05d}-{uuid.uuid4().hex}.parquet"
-        tmp = path.with_suffix(".tmp")
-        df.write_parquet(tmp, compression="lz4", statistics=False)
-        os.replace(tmp, path)
-        self.files.append(path)
+        path = stage_file(df, self.dir, bucket)
+        if path is not None:
+            self.files.append(Path(path))
 
     def reader(self) -> Any:
         """A fresh Arrow stream over every staged file (one per MERGE attempt)."""
@@ -197,6 +192,83 @@ class Staging:
             self.root.rmdir()  # only when empty
         except OSError:
             pass
+
+
+class RemoteStaging:
+    """A run's staged unit files in the lake's object store, ``<lake>/_medallion_staging/
+    <table>/<run_id>/``: with the Ray engine and an ``s3://`` lake, key units running on other
+    machines stage where the driver can read them (the local engine stages on local disk,
+    :class:`Staging`). Same interface and the same clean-up rules."""
+
+    def __init__(self, root: str, run_id: str, storage: Any) -> None:
+        self.root = root.rstrip("/")
+        self.dir = f"{self.root}/{run_id}"
+        self.files: list[str] = []
+        self._storage = storage
+        self._fs = storage.fs(self.root)
+
+    def clean_stale(self) -> list[str]:
+        """Remove staging folders of earlier runs of this table (killed runs); their names."""
+        removed = []
+        try:
+            children = self._fs.ls(self.root, detail=False, refresh=True)
+        except FileNotFoundError:
+            return removed
+        for child in children:
+            name = child.rstrip("/").rsplit("/", 1)[-1]
+            if name != self.dir.rsplit("/", 1)[-1]:
+                self._rm(child)
+                removed.append(name)
+        return removed
+
+    def reader(self) -> Any:
+        """A fresh Arrow stream over every staged object (one per MERGE attempt)."""
+        import pyarrow.dataset as ds
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        paths = [f.split("://", 1)[1] for f in self.files]
+        return ds.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(self._fs))).scanner(
+            batch_size=64 * 1024).to_reader()
+
+    def remove(self) -> None:
+        self._rm(self.dir)
+
+    def _rm(self, path: str) -> None:
+        try:
+            self._fs.rm(path, recursive=True)
+        except Exception:  # noqa: BLE001 - best effort: the table's next run removes what is left
+            pass
+
+
+def remote_staging_root(project: Project, table: str) -> str:
+    from medallion_cli.project import join_uri
+
+    return join_uri(project.lake_uri, f"_medallion_staging/{table.replace('/', '_')}")
+
+
+def stage_file(df: pl.DataFrame, folder: Path | str, bucket: int, storage: Any = None) -> str | None:
+    """Write a unit's rows as ``<folder>/unit-<b>-<uuid>.parquet`` (None: no rows). Each
+    attempt writes its own file: the driver merges only the files of the results it got.
+    An object-store ``folder`` (:class:`RemoteStaging`) is written in one PUT through ``storage``."""
+    if df.height == 0:
+        return None
+    name = f"unit-{bucket:05d}-{uuid.uuid4().hex}.parquet"
+    if is_remote(str(folder)):
+        import io
+
+        buffer = io.BytesIO()
+        df.write_parquet(buffer, compression="lz4", statistics=False)
+        data, target = buffer.getvalue(), f"{str(folder).rstrip('/')}/{name}"
+        fs = storage.fs(target)
+        storage.call(lambda: fs.pipe_file(target, data), what=f"staging {name}", uri=target)
+        return target
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = path.with_suffix(".tmp")
+    df.write_parquet(tmp, compression="lz4", statistics=False)
+    os.replace(tmp, path)
+    return str(path)
 
 
 def staging_root(project: Project, table: str) -> Path:
@@ -238,6 +310,91 @@ def check_fraction(layer: LayerConfig, report: Any, fraction: float | None) -> N
     )
 
 
+# -- one bucket, wherever it runs (the driver, or a Ray worker: engines.run_tasks) -----------------
+@dataclass(frozen=True)
+class BucketJob:
+    """What every bucket of one run shares (picklable: a Ray task gets it). ``source``: the
+    plan's lazy source (a scan of the source table at the planned version, the watermark
+    window applied); each bucket filters and reads its own slice."""
+
+    source: Any
+    inputs: dict[str, Any]  # the DAG's other inputs (snapshot tables as lazy scans)
+    buckets: int
+    executor: str | None
+    gate: Any  # quality.QualityConfig without max_invalid_fraction (checked on the batch), or None
+    uri: str
+    run_id: str
+    check_existing: bool  # reconcile with the existing table's schema
+    direct: bool  # write a unit file under the table root; else stage for the MERGE
+    staging_dir: str
+
+
+@dataclass(frozen=True)
+class BucketOutput:
+    """What one bucket gives the driver: its uncommitted ``AddAction`` (direct) or staged
+    file (merge), the schema and rows of its de-duplicated output, its quality report and
+    rejected rows, and the table columns its output lacks."""
+
+    index: int
+    action: Any
+    staged: str | None
+    schema: Any
+    rows_out: int
+    report: Any = None
+    rejected: Any = None
+    missing: tuple[str, ...] = ()
+
+
+def compute_bucket(fp_project: Any, project: Project, layer: LayerConfig, job: BucketJob, index: int, bucket: int
+                   ) -> tuple[BucketOutput, int, list[str]]:
+    """Bucket ``bucket`` of ``job.buckets``: its slice of the source through the DAG, the
+    unit's quality gate, the schema checks and ``latest_per_key``, then its file written (a
+    unit file under the table root, or a staged file). Returns the output, the DAG attempts
+    and retry warnings. Raises :class:`~medallion_cli.units.UnitsNotApplicable` when the
+    batch must run as one unit."""
+    from medallion_cli import materialize, quality, units
+    from medallion_cli.flow import run_dag, with_retries
+    from medallion_cli.project import check_target_columns
+
+    target, storage, n = layer.target, project.storage, job.buckets
+    frame = job.source.filter(bucket_expr(target.keys, n) == bucket)
+    unit_inputs = {**job.inputs, layer.source.input_name: frame}
+
+    def once() -> pl.DataFrame:
+        value = run_dag(fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
+                        executor=job.executor, pipelines_dir=project.root / "pipelines")
+        return _collect(value, layer)
+
+    df, tries, retried = with_retries(once, layer.retry, root=project.root, where=str(layer.config_path),
+                                      layer=layer.name)
+    check_target_columns(layer, df.columns)
+    check_bucket(df, target.keys, n, bucket)
+    report = bad = None
+    if job.gate is not None:
+        try:
+            df, bad, report = quality.validate(df, layer, project, job.gate)
+        except QualityError as exc:
+            raise QualityError(f"{exc.message} (key bucket {bucket + 1} of {n})", exc.hint) from exc
+    df = materialize.prepare_frame(df, table=target.table)
+    missing: tuple[str, ...] = ()
+    if job.check_existing:
+        df, added, gone = materialize.reconcile_schema(df, job.uri, table=target.table,
+                                                       evolution=target.schema_evolution, storage=storage)
+        if added:
+            raise units.UnitsNotApplicable(f"the output adds column(s) {', '.join(added)}")
+        missing = tuple(gone)
+    df = materialize.latest_per_key(df, target)
+    action = staged = None
+    if job.direct:
+        if df.height:
+            fs = storage.fs(job.uri) if is_remote(job.uri) else None
+            action = units.write_unit_file(df, job.uri, run_id=job.run_id, unit=bucket, storage=storage, fs=fs)
+    else:
+        staged = stage_file(df, job.staging_dir, bucket, storage)
+    out = BucketOutput(index, action, staged, df.schema, df.height, report, bad, missing)
+    return out, tries, retried
+
+
 # -- the run --------------------------------------------------------------------------------------
 @dataclass
 class _UnitsDone:
@@ -251,14 +408,16 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     """Run ``layer``'s batch as key buckets and commit once; the ``LayerResult``, or None
     when the batch runs as one unit (one bucket, or :func:`why_one_unit`). Raises
     :class:`~medallion_cli.units.UnitsNotApplicable` (nothing was written) when the units
-    cannot give the one-unit result: the caller then runs the batch as one unit."""
+    cannot give the one-unit result: the caller then runs the batch as one unit.
+
+    Each bucket is :func:`compute_bucket`, run in the driver one after the other, or with
+    the Ray engine (``ctx.options.engine``) as Ray tasks (:func:`engines.run_tasks`); the
+    driver gathers the outputs, writes the quarantine and commits in both cases."""
     import polars as pl
 
     from medallion_cli import __version__, materialize, quality, runner, units
     from medallion_cli.commits import app_id, build_metadata, write_app_id
-    from medallion_cli.flow import run_dag, with_retries
     from medallion_cli.incremental import snapshot_app_id
-    from medallion_cli.project import check_target_columns
 
     project, store, storage, target = ctx.project, ctx.store, ctx.project.storage, layer.target
     if why_one_unit(layer, plan) is not None:
@@ -280,59 +439,50 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     check_existing = exists and not overwrite
     gate = quality.with_policy(layer.quality, ctx.options.quality_policy) if layer.quality is not None else None
     unit_gate = quality.QualityConfig(gate.gates, None) if gate is not None else None
-    staging = Staging(staging_root(project, target.table), ctx.run_id)
+    engine = ctx.options.engine
+    on_ray = engine is not None and engine.type == "ray"
+    if on_ray and is_remote(uri):  # the workers may be other machines: stage where the driver reads
+        staging: Any = RemoteStaging(remote_staging_root(project, target.table), ctx.run_id, storage)
+    else:
+        staging = Staging(staging_root(project, target.table), ctx.run_id)
     fs = storage.fs(uri) if direct and is_remote(uri) else None
+    job = BucketJob(source=plan.source, inputs={k: v for k, v in inputs.items() if k != layer.source.input_name},
+                    buckets=n, executor=ctx.executor or layer.executor, gate=unit_gate, uri=uri, run_id=ctx.run_id,
+                    check_existing=check_existing, direct=direct, staging_dir=str(staging.dir))
+    placed: dict[int, str] = {}  # bucket -> the Ray node it ran on
+    if on_ray:
+        from medallion_cli import engines
+
+        outputs = engines.run_tasks(engine, project, layer, compute_bucket, job, list(range(n)), placed=placed)
+    else:
+        outputs = (compute_bucket(ctx.fp_project, project, layer, job, b, b) for b in range(n))
     actions: list[Any] = []
     rejected: list[pl.DataFrame] = []
     reports: list[Any] = []
     done = _UnitsDone()
     attempts = 0
-    keys = target.keys
     try:
         staging.clean_stale()
-        for b in range(n):
-            frame = plan.source.filter(bucket_expr(keys, n) == b)
-            unit_inputs = {**inputs, layer.source.input_name: frame}
-
-            def once() -> pl.DataFrame:
-                value = run_dag(ctx.fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
-                                executor=ctx.executor or layer.executor, pipelines_dir=project.root / "pipelines")
-                return _collect(value, layer)
-
-            df, tries, retried = with_retries(once, layer.retry, root=project.root, where=str(layer.config_path),
-                                              layer=layer.name)
+        for out, tries, retried in outputs:
             attempts += tries
             warnings += retried
-            check_target_columns(layer, df.columns)
-            check_bucket(df, keys, n, b)
-            if gate is not None:
-                try:
-                    df, bad, report = quality.validate(df, layer, project, unit_gate)
-                except QualityError as exc:
-                    raise QualityError(f"{exc.message} (key bucket {b + 1} of {n})", exc.hint) from exc
-                reports.append(report)
-                if bad is not None:
-                    rejected.append(bad)
-            df = materialize.prepare_frame(df, table=target.table)
-            if check_existing:
-                df, added, missing = materialize.reconcile_schema(df, uri, table=target.table,
-                                                                  evolution=target.schema_evolution, storage=storage)
-                if added:
-                    raise units.UnitsNotApplicable(f"the output adds column(s) {', '.join(added)}")
-                done.missing = tuple(missing)
-            df = materialize.latest_per_key(df, target)
+            if out.report is not None:
+                reports.append(out.report)
+            if out.rejected is not None:
+                rejected.append(out.rejected)
+            done.missing = out.missing or done.missing
             if done.schema is None:
-                done.schema = df.schema
-            elif df.schema != done.schema:
+                done.schema = out.schema
+            elif out.schema != done.schema:
                 raise units.UnitsNotApplicable("units produced different schemas")
-            done.rows_out += df.height
-            if direct:
-                if df.height:
-                    actions.append(units.write_unit_file(df, uri, run_id=ctx.run_id, unit=b, storage=storage, fs=fs))
-            else:
-                staging.write(df, b)
-            del df, frame
+            done.rows_out += out.rows_out
+            if out.action is not None:
+                actions.append(out.action)
+            if out.staged is not None:
+                staging.files.append(out.staged if isinstance(staging, RemoteStaging) else Path(out.staged))
             runner._crash_point(layer, "unit_written")
+        if direct:  # files of attempts that did not count (a retried task) are never committed
+            units.remove_run_files(uri, ctx.run_id, keep={a.path for a in actions}, fs=fs)
         report = combine_reports(reports, quality.quarantine_table(layer)) if gate is not None else None
         if report is not None:
             check_fraction(layer, report, gate.max_invalid_fraction)
@@ -368,15 +518,19 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
         else:
             outcome = materialize.WriteOutcome(operation="none", version=None)
     except BaseException:
+        close = getattr(outputs, "close", None)
+        if close is not None:
+            close()  # Ray: wait for the other tasks before their files are removed
         if direct:
             units.remove_unit_files(uri, actions, fs)
-            if not is_remote(uri):
-                units.remove_run_files(uri, ctx.run_id)
+            units.remove_run_files(uri, ctx.run_id, fs=fs)
         raise
     finally:
         ctx.attempts[layer.name] = attempts
         staging.remove()
-    outcome = replace(outcome, metrics={**outcome.metrics, "units": n}, rows=done.rows_out)
+    outcome = replace(outcome, metrics={**outcome.metrics, "units": n,
+                                        **({"ray_nodes": len(set(placed.values()))} if placed else {})},
+                      rows=done.rows_out)
     runner._crash_point(layer, "committed", store)
     store.back()
     warnings += [f"column {c} of {target.table} is missing from the output: written as null" for c in done.missing]

@@ -212,44 +212,99 @@ def _affected(plan: LayerPlan) -> tuple[date, date]:
     return date.fromisoformat(found[0]), date.fromisoformat(found[1])
 
 
+# -- one range, wherever it runs (the driver, or a Ray worker: engines.run_tasks) -----------------
+@dataclass(frozen=True)
+class RangeJob:
+    """What every range of one run shares (picklable: a Ray task gets it). ``source``: the
+    plan's lazy source (a scan of the source table at the planned version); each range
+    filters and reads its own dates plus the window before them."""
+
+    source: Any
+    inputs: dict[str, Any]  # the DAG's other inputs (snapshot tables as lazy scans)
+    days: int
+    first: tuple[date, date]  # the first range (its rows_in also counts the window before it)
+    executor: str | None
+    uri: str
+    run_id: str
+    exists: bool = False  # a Ray task checks its output against the existing table's schema
+
+
+def compute_range(fp_project: Any, project: Any, layer: LayerConfig, job: RangeJob, unit: tuple[date, date]
+                  ) -> tuple[Any, int, int, list[str]]:
+    """Range ``unit`` (first and last date): its dates plus the ``days - 1`` before them
+    through the DAG, the output kept to its own dates. Returns the frame, its source rows
+    (as the one-unit run counts them), the DAG attempts and retry warnings."""
+    import polars as pl
+
+    from medallion_cli import runner
+    from medallion_cli.flow import run_dag, with_retries
+    from medallion_cli.project import check_target_columns
+
+    column = pl.col(layer.partition.column)
+    first, last = unit
+    own = (column >= first) & (column <= last)
+    frame = job.source.filter((column >= first - timedelta(days=job.days - 1)) & (column <= last))
+    unit_inputs = {**job.inputs, layer.source.input_name: frame}
+
+    def once() -> tuple[Any, int]:
+        value = run_dag(fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
+                        executor=job.executor, pipelines_dir=project.root / "pipelines")
+        if isinstance(value, pl.DataFrame):
+            value = value.lazy()
+        if isinstance(value, pl.LazyFrame):
+            value = value.filter(own)  # the window's days belong to the range before
+        # rows_in as the one-unit run counts them: the first unit also counts the window before the range
+        return runner._collect(value, frame if tuple(unit) == tuple(job.first) else frame.filter(own), layer)
+
+    (df, rows_in), tries, retried = with_retries(once, layer.retry, root=project.root,
+                                                 where=str(layer.config_path), layer=layer.name)
+    check_target_columns(layer, df.columns)
+    return df, rows_in, tries, retried
+
+
+def range_unit(fp_project: Any, project: Any, layer: LayerConfig, job: RangeJob, index: int, unit: tuple[date, date]
+               ) -> tuple[Any, int, list[str]]:
+    """A range as a Ray task: :func:`compute_range` and its Parquet file (``units.unit_output``)."""
+    from medallion_cli import units
+
+    df, rows_in, tries, retried = compute_range(fp_project, project, layer, job, unit)
+    out = units.unit_output(df, rows_in, job.uri, layer.target, index=index, run_id=job.run_id, exists=job.exists,
+                            storage=project.storage)
+    return out, tries, retried
+
+
 def _run_ranges(ctx: Any, layer: LayerConfig, plan: LayerPlan, inputs: dict[str, Any], uri: str,
                 split: list[tuple[date, date]], days: int, affected: tuple[date, date], warnings: list[str],
                 t_layer: float) -> Any:
-    import polars as pl
-
     from medallion_cli import __version__, runner, units
     from medallion_cli.commits import app_id, build_metadata, write_app_id
-    from medallion_cli.flow import run_dag, with_retries
     from medallion_cli.incremental import snapshot_app_id
-    from medallion_cli.project import check_target_columns
 
     project, store, storage, target = ctx.project, ctx.store, ctx.project.storage, layer.target
-    column = pl.col(layer.partition.column)
     attempts = 0
+    job = RangeJob(source=plan.source, inputs={k: v for k, v in inputs.items() if k != layer.source.input_name},
+                   days=days, first=split[0], executor=ctx.executor or layer.executor, uri=uri, run_id=ctx.run_id)
 
     def compute(unit: tuple[date, date]) -> tuple[Any, int]:
         nonlocal attempts
-        first, last = unit
-        own = (column >= first) & (column <= last)
-        frame = plan.source.filter((column >= first - timedelta(days=days - 1)) & (column <= last))
-        unit_inputs = {**inputs, layer.source.input_name: frame}
-
-        def once() -> tuple[Any, int]:
-            value = run_dag(ctx.fp_project, layer=layer.name, output=layer.output, inputs=unit_inputs,
-                            executor=ctx.executor or layer.executor, pipelines_dir=project.root / "pipelines")
-            if isinstance(value, pl.DataFrame):
-                value = value.lazy()
-            if isinstance(value, pl.LazyFrame):
-                value = value.filter(own)  # the window's days belong to the range before
-            # rows_in as the one-unit run counts them: the first unit also counts the window before the range
-            return runner._collect(value, frame if unit == split[0] else frame.filter(own), layer)
-
-        (df, rows_in), tries, retried = with_retries(once, layer.retry, root=project.root,
-                                                     where=str(layer.config_path), layer=layer.name)
+        df, rows_in, tries, retried = compute_range(ctx.fp_project, project, layer, job, unit)
         attempts += tries
         warnings.extend(retried)
-        check_target_columns(layer, df.columns)
         return df, rows_in
+
+    execute = None
+    placed: dict[int, str] = {}  # range -> the Ray node it ran on
+    engine = ctx.options.engine
+    if engine is not None and engine.type == "ray":
+        from medallion_cli import engines
+
+        def execute(batch: list[tuple[date, date]], exists: bool) -> Any:
+            nonlocal attempts
+            for out, tries, retried in engines.run_tasks(engine, project, layer, range_unit, replace(job, exists=exists),
+                                                         batch, placed=placed):
+                attempts += tries
+                warnings.extend(retried)
+                yield out
 
     overwrite = plan.write_mode == "overwrite"
     exists = storage.is_table(uri)
@@ -257,7 +312,7 @@ def _run_ranges(ctx: Any, layer: LayerConfig, plan: LayerPlan, inputs: dict[str,
         actions, schema, rows_in, rows_out = units.run_units(
             split, compute, uri, target, run_id=ctx.run_id, storage=storage,
             on_unit=lambda index: runner._crash_point(layer, "unit_written"),
-            overwrite=plan.kind == "full_refresh" or not exists)
+            overwrite=plan.kind == "full_refresh" or not exists, execute=execute)
     finally:
         ctx.attempts[layer.name] = attempts
     removes: list[Any] = []
@@ -281,7 +336,8 @@ def _run_ranges(ctx: Any, layer: LayerConfig, plan: LayerPlan, inputs: dict[str,
     else:
         outcome = commit_replace([*actions, *kept], removes, schema, uri, target, metadata=metadata,
                                  transactions=transactions, storage=storage)
-    outcome = replace(outcome, metrics={**outcome.metrics, "units": len(split)})
+    outcome = replace(outcome, metrics={**outcome.metrics, "units": len(split),
+                                        **({"ray_nodes": len(set(placed.values()))} if placed else {})})
     runner._crash_point(layer, "committed")
     runner._record_state(store, layer, uri, plan, outcome.version, ctx.run_id, storage)
     runner._crash_point(layer, "recorded")

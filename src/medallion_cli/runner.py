@@ -269,7 +269,7 @@ class RunOptions:
     quality_policy: str | None = None  # fail | drop | quarantine for every gate, this run only
     threads: int | None = None  # tables run at once; None: scheduler.default_threads(); 1: one after another
     fail_fast: bool = False  # start no table after the first failure
-    # engines.EngineConfig: where bronze work units run (None: here); a name (--engine) is
+    # engines.EngineConfig: where work units run (None: here); a name (--engine) is
     # resolved against the project's medallion.engine by run_project.
     engine: Any = None
 

@@ -33,7 +33,7 @@ def run(
     ] = None,
     engine: Annotated[
         str | None,
-        typer.Option("--engine", help="Where bronze work units run: local (default) or ray (Ray tasks; needs "
+        typer.Option("--engine", help="Where work units (medallion.partition) run: local (default) or ray (Ray tasks; needs "
                      "`pip install 'medallion-cli[ray]'`). Overrides medallion.engine.", show_default=False),
     ] = None,
     since: Annotated[
