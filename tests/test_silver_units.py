@@ -136,6 +136,42 @@ def test_any_bucket_count_gives_the_one_unit_lake(template_project, tmp_path_fac
         assert DeltaTable(str(split / "lake" / "silver_events")).history(1)[0]["operation"] == "WRITE"
 
 
+def test_the_one_pass_split_gives_what_scanning_per_bucket_gives(template_project, tmp_path):
+    """From PRESPLIT_MIN_BUCKETS buckets the local engine writes the source split by bucket
+    once (Arrow IPC under the run's staging folder) instead of scanning it per bucket: the
+    same lake either way, empty buckets included (64 buckets, fewer keys than that)."""
+    one, split, scanned = (tmp_path / name for name in ("one", "split", "scanned"))
+    for p in (one, split, scanned):
+        shutil.copytree(template_project, p)
+    for p in (split, scanned):
+        for name in SILVER:
+            partition(p, name, buckets=64)
+    events, people = EventStream(seed=5), CustomerStream(seed=5)
+    calls = []
+    real_split = keyunits.split_source
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return real_split(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        now = frozen(mp)
+        mp.setattr(keyunits, "split_source", counted)
+        for i in range(2):
+            land(one, events, people, 1)
+            copy_landing(one, split)
+            copy_landing(one, scanned)
+            for p in (one, split):
+                run(now, p, "all", at=T0 + timedelta(hours=i))
+            with pytest.MonkeyPatch.context() as off:
+                off.setattr(keyunits, "PRESPLIT_MIN_BUCKETS", 10**6)
+                run(now, scanned, "all", at=T0 + timedelta(hours=i))
+            assert_same_lakes(one, split)
+            assert_same_lakes(one, scanned)
+    assert calls == [64, 64, 64, 64]  # two silver tables, two runs: the split project only
+    assert not list((split / ".medallion").rglob("*.ipc"))  # the split source is removed
+
+
 def test_a_run_stopped_between_the_unit_writes_and_the_commit_changes_nothing(project, tmp_path, clock):
     events, people = EventStream(seed=21), CustomerStream(seed=21)
     land(project, events, people, 2)

@@ -327,6 +327,7 @@ class BucketJob:
     check_existing: bool  # reconcile with the existing table's schema
     direct: bool  # write a unit file under the table root; else stage for the MERGE
     staging_dir: str
+    presplit: str | None = None  # the source already split by bucket (split_source): read, not filtered
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,10 @@ def compute_bucket(fp_project: Any, project: Project, layer: LayerConfig, job: B
     from medallion_cli.project import check_target_columns
 
     target, storage, n = layer.target, project.storage, job.buckets
-    frame = job.source.filter(bucket_expr(target.keys, n) == bucket)
+    if job.presplit is not None:
+        frame = split_bucket(job.presplit, bucket, job.source.collect_schema())
+    else:
+        frame = job.source.filter(bucket_expr(target.keys, n) == bucket)
     unit_inputs = {**job.inputs, layer.source.input_name: frame}
 
     def once() -> pl.DataFrame:
@@ -393,6 +397,35 @@ def compute_bucket(fp_project: Any, project: Project, layer: LayerConfig, job: B
         staged = stage_file(df, job.staging_dir, bucket, storage)
     out = BucketOutput(index, action, staged, df.schema, df.height, report, bad, missing)
     return out, tries, retried
+
+
+# At this many buckets or more, the local engine splits the source in one pass instead of
+# scanning it once per bucket: one scan of 20M rows costs about 1.6 s here, writing all of
+# them split into Arrow IPC files about 6 s.
+PRESPLIT_MIN_BUCKETS = 4
+SPLIT_COLUMN = "__medallion_bucket"
+
+
+def split_source(source: pl.LazyFrame, keys: tuple[str, ...], buckets: int, folder: Path) -> str:
+    """Write ``source`` once, streamed, into ``folder/<SPLIT_COLUMN>=<b>/*.ipc`` (Arrow IPC,
+    lz4): a bucket's rows in the order the source gives them, so that reading a bucket's
+    files gives what filtering the source to it gives. Returns the folder."""
+    import polars as pl
+
+    key = bucket_expr(keys, buckets).alias(SPLIT_COLUMN)
+    source.sink_ipc(pl.PartitionBy(str(folder), key=key, include_key=False), compression="lz4", mkdir=True,
+                    maintain_order=True)
+    return str(folder)
+
+
+def split_bucket(folder: str, bucket: int, schema: Any) -> pl.LazyFrame:
+    """Bucket ``bucket``'s rows from :func:`split_source` (no file: no row of that bucket)."""
+    import polars as pl
+
+    files = sorted(Path(folder, f"{SPLIT_COLUMN}={bucket}").glob("*.ipc"))
+    if not files:
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_ipc([str(f) for f in files]).select(list(schema))
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -446,9 +479,16 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     else:
         staging = Staging(staging_root(project, target.table), ctx.run_id)
     fs = storage.fs(uri) if direct and is_remote(uri) else None
+    presplit = None
+    if not on_ray and n >= PRESPLIT_MIN_BUCKETS:  # Ray tasks each scan their slice (other machines)
+        try:
+            presplit = split_source(plan.source, target.keys, n, Path(staging.dir) / "source")
+        except BaseException:
+            staging.remove()
+            raise
     job = BucketJob(source=plan.source, inputs={k: v for k, v in inputs.items() if k != layer.source.input_name},
                     buckets=n, executor=ctx.executor or layer.executor, gate=unit_gate, uri=uri, run_id=ctx.run_id,
-                    check_existing=check_existing, direct=direct, staging_dir=str(staging.dir))
+                    check_existing=check_existing, direct=direct, staging_dir=str(staging.dir), presplit=presplit)
     placed: dict[int, str] = {}  # bucket -> the Ray node it ran on
     if on_ray:
         from medallion_cli import engines
