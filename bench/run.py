@@ -16,7 +16,7 @@ Then, per size, the incremental case: a full load followed by one `medallion run
 a batch of --batch events (half new events on recent days, a few late, half updates).
 
     python bench/run.py --rows 1000000 5000000 [--customers 100000] [--files 10] [--batch 50000]
-        [--only full|incremental|quality|s3] [--landing /work/bigdata/events-20m]
+        [--only full|incremental|quality|s3|scale] [--landing /work/bigdata/events-20m]
 """
 
 from __future__ import annotations
@@ -128,6 +128,8 @@ def generate(root: Path, rows: int, files: int, n_customers: int = 0) -> tuple[P
         return events_dir, (customers_dir if n_customers and customers_dir.is_dir() else None)
     events_dir, customers_dir = root / "landing_events", root / "landing_customers"
     cmd = [sys.executable, HERE / "generate.py", events_dir, "--rows", rows, "--files", files, "--seed", 7]
+    if rows > 20_000_000:  # independent seeded chunks of 10M: bounded memory while generating
+        cmd += ["--chunks", -(-rows // 10_000_000)]
     if n_customers:
         cmd += ["--customers", n_customers, "--customers-out", customers_dir]
     t0 = time.perf_counter()
@@ -302,6 +304,31 @@ def bench_size(rows: int, files: int, n_customers: int) -> dict:
     return result
 
 
+def bench_scale(rows: int, files: int, n_customers: int) -> dict:
+    """`medallion run all` once on a fresh project with the template's work units (what a
+    user gets): wall, peak RSS, and per table its time, rows and units. No baseline (it holds
+    everything in memory: 6 GiB at 20M events)."""
+    root = WORK / f"scale_{rows}"
+    shutil.rmtree(root, ignore_errors=True)
+    events_src, customers_src = generate(root, rows, files, n_customers)
+    project = fresh_project(root, events_src, "m_scale", customers_src)
+    m = measured(medallion("run", "all", "--json", "-q"), project)
+    doc = json.loads(m.pop("stdout"))
+    m["tables"] = {t["table"]: {"s": t["duration_s"], "rows_in": t["rows_in"], "units": t["metrics"].get("units")}
+                   for t in doc["layers"]}
+    shutil.rmtree(root, ignore_errors=True)
+    return {"rows": rows, "files": files, "load": load(), **m}
+
+
+def report_scale(results: list[dict]) -> None:
+    print("\n== `medallion run all` with the template's work units (memory_budget_mb 1024) ==")
+    for r in results:
+        tables = ", ".join(f"{k} {v['s']:.1f}s" + (f" ({v['units']} units)" if v["units"] else "")
+                           for k, v in r["tables"].items())
+        print(f"{r['rows']:,} events in {r['files']} files: {r['wall_s']:.1f}s, {r['rows'] / r['wall_s']:,.0f} events/s, "
+              f"peak RSS {r['peak_rss_mib']:,.0f} MiB; {tables}  ({r['load']})")
+
+
 def report(results: list[dict]) -> None:
     head = (f"{'':<34}{'wall':>8}{'rows/s':>11}{'peak RSS':>10}{'rows out':>11}   "
             f"{'baseline':<8}{'wall':>8}{'rows/s':>11}{'peak RSS':>10}")
@@ -345,7 +372,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000, help="customers (default 100000)")
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--batch", type=int, default=50_000, help="incremental batch rows (default: 1%% of 5M)")
-    parser.add_argument("--only", choices=["full", "incremental", "quality", "s3"], help="run one part of the benchmark")
+    parser.add_argument("--only", choices=["full", "incremental", "quality", "s3", "scale"],
+                        help="run one part of the benchmark (scale: `run all` alone, for big sizes)")
     parser.add_argument("--landing", type=Path,
                         help="use DIR/landing_events and DIR/landing_customers instead of generating (full, quality "
                              "and s3 parts; one --rows value: the files' row count, for the report)")
@@ -362,6 +390,8 @@ def main() -> None:
         results["quality"] = [bench_quality(rows, args.files) for rows in args.rows if rows >= 5_000_000 or args.only]
     if args.only == "s3":
         results["s3"] = [bench_s3(rows, args.files, args.customers) for rows in args.rows]
+    if args.only == "scale":
+        results["scale"] = [bench_scale(rows, args.files, args.customers) for rows in args.rows]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     if "full" in results:
         report(results["full"])
@@ -371,6 +401,8 @@ def main() -> None:
         report_quality(results["quality"])
     if results.get("s3"):
         report_s3(results["s3"])
+    if results.get("scale"):
+        report_scale(results["scale"])
 
 
 if __name__ == "__main__":
