@@ -146,7 +146,9 @@ def test_units_on_a_two_node_cluster_with_an_s3_lake_give_the_local_tables(clust
     docs = {name: run(clock, p, "all", at=T0 + timedelta(hours=1)) for name, p in twins.items()}
     assert once.exists()  # the kill happened (on the cluster only: the local engine has no such hook)
     bronze = layer(docs["ray"], "bronze_events")
-    assert bronze["metrics"]["units"] == 3 and bronze["metrics"]["ray_nodes"] == 2, bronze
+    # (SPREAD is a preference: while the killed worker's node restarts its worker, Ray may run
+    # every task on the other node; the first run above shows the units spread)
+    assert bronze["metrics"]["units"] == 3 and bronze["metrics"]["ray_nodes"] in (1, 2), bronze
     assert layer(docs["ray"], "silver_events")["quality"]["rows_invalid"] > 0  # the gate saw invalid rows
     assert_same(s3, twins)
     assert commit(s3, twins["ray"])[0] == 1 and unreferenced(s3) == set()
