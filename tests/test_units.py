@@ -442,3 +442,67 @@ def test_units_on_an_s3_lake_give_the_one_unit_tables(s3, tmp_path, clock):
     for name in TABLES:
         assert_frame_equal(s3_table(one, name), s3_table(split, name))
     assert s3_commit(one) == s3_commit(split) and s3_commit(split)[0] == 2
+
+
+def big_parquet(project: Path, stream: EventStream, n: int, row_group_size: int) -> int:
+    """A Parquet landing file written in row groups; its row-group count."""
+    import pyarrow.parquet as pq
+
+    from batches import SCHEMA
+
+    path = project / "data" / "landing" / "events" / "big.parquet"
+    pl.DataFrame(stream.batch(n), schema=SCHEMA, orient="row").write_parquet(path, row_group_size=row_group_size)
+    return pq.ParquetFile(path).metadata.num_row_groups
+
+
+def test_plan_units_splits_a_big_parquet_file_by_row_groups():
+    mb = 1024 * 1024
+    small = [LandingFile(path=f"/x/s{i}.parquet", name=f"s{i}.parquet", format="parquet", size=mb, mtime_ns=0)
+             for i in range(2)]
+    big = LandingFile(path="/x/big.parquet", name="big.parquet", format="parquet", size=400 * mb, mtime_ns=0)
+    csv = LandingFile(path="/x/big.csv", name="big.csv", format="csv", size=2000 * mb, mtime_ns=0)
+    groups = {"big.parquet": [(100, 40 * mb)] * 9 + [(7, 40 * mb)], "big.csv": [(1, 1)] * 3}
+    split = plan_units([small[0], big, csv, small[1]], budget_mb=1024, row_groups=lambda f: groups.get(f.name))
+    # 40 MB of Parquet is ~600 MB of working set: one row group per 1 GiB unit; a CSV file stays whole
+    assert [[getattr(p, "name") for p in u] for u in split] == [["s0.parquet"]] + [["big.parquet"]] * 10 + [
+        ["big.csv"], ["s1.parquet"]]
+    parts = [u[0] for u in split[1:11]]
+    assert all(isinstance(p, units.FilePart) and p.file == big for p in parts)
+    assert [(p.first, p.stop, p.offset, p.rows) for p in parts] == [(i, i + 1, 100 * i, 100 if i < 9 else 7)
+                                                                   for i in range(10)]
+    # A bigger budget takes several row groups per part, consecutive, every row once.
+    parts = [u[0] for u in plan_units([big], budget_mb=4096, row_groups=lambda f: groups[f.name])]
+    assert [(p.first, p.stop) for p in parts] == [(0, 6), (6, 10)]
+    assert [p.offset for p in parts] == [0, 600] and sum(p.rows for p in parts) == 907
+    # Without the footer (unreadable, or one row group) the file is one unit, as before.
+    assert plan_units([big], budget_mb=1024, row_groups=lambda f: None) == [[big]]
+    assert plan_units([big], budget_mb=1024, row_groups=lambda f: [(907, 400 * mb)]) == [[big]]
+
+
+@pytest.mark.parametrize("row_group_size", [100_000, 90, 25])
+def test_a_big_parquet_file_splits_into_row_group_units(project, tmp_path, clock, monkeypatch, row_group_size):
+    stream = EventStream(seed=11)
+    land(project, stream, 2, n=40)  # small files (CSV and Parquet) before the big one, and the template's
+    groups = big_parquet(project, stream, 240, row_group_size)
+    land(project, stream, 1, n=40)
+    one, split = twins(project, tmp_path)
+    doc_one = run(clock, one, "bronze_events", at=T0)  # the default budget: one unit
+    assert "units" not in layer(doc_one, "bronze_events")["metrics"]
+    # Every file over the budget: small files are units of their own, the big one a unit per row group.
+    monkeypatch.setattr(units, "WORKING_SET", 1e6)
+    budget(split, 64)
+    doc = run(clock, split, "bronze_events", at=T0)
+    files = len([f for f in (split / "data" / "landing" / "events").iterdir() if not f.name.startswith(".")])
+    assert layer(doc, "bronze_events")["metrics"]["units"] == files - 1 + groups
+    if row_group_size == 25:
+        assert groups >= 10
+    # The one-unit table, row for row in the same order, in one version; the big file ingested once.
+    got, want = (pl.read_delta(str(p / "lake" / "bronze_events")) for p in (split, one))
+    assert_frame_equal(got, want)
+    assert got.filter(pl.col("_source_file") == "big.parquet")["_ingested_at"].n_unique() == 1
+    assert commit_info(one, "bronze_events") == commit_info(split, "bronze_events")
+    assert commit_info(split, "bronze_events")[0] == 0
+    assert layer(doc, "bronze_events")["rows_in"] == layer(doc_one, "bronze_events")["rows_in"]
+    r = medallion("watermark", "show", "bronze_events", "-C", split, "--json")
+    assert r.exit_code == 0, r
+    assert json.loads(r.stdout)["watermarks"][0]["files_ingested"] == files

@@ -704,7 +704,8 @@ def _run_layer(ctx: _Context, layer: LayerConfig, t_layer: float) -> LayerResult
         if units.why_one_unit(layer, plan, uri) is None:
             rank = {name: i for i, name in enumerate(plan.file_order)}
             ordered = sorted(plan.files, key=lambda f: (rank.get(f.name, len(rank)), f.name))
-            split = units.plan_units(ordered, budget_mb=project.memory_budget_mb, max_files=layer.partition.max_files)
+            split = units.plan_units(ordered, budget_mb=project.memory_budget_mb, max_files=layer.partition.max_files,
+                                     row_groups=lambda f: units.parquet_row_groups(f, storage))
             if len(split) > 1:
                 try:
                     return _run_units(ctx, layer, plan, inputs, split, uri, overrides, warnings, t_layer)
@@ -892,12 +893,19 @@ def compute_unit(project: Project, fp_project: Any, layer: LayerConfig, files: S
     """
     import polars as pl
 
-    from medallion_cli import sources
+    from medallion_cli import sources, units
     from medallion_cli.incremental import from_micros, with_ingestion_times
 
     root = project.resolve_path(str(layer.source.landing))
-    scan = sources.scan_landing(sources.LandingFiles(root, tuple(files)), layer.source, project.storage)
-    frame = with_ingestion_times(scan.frame, {f.name: from_micros(file_times[f.name]) for f in files}, started_at)
+    parts = [f for f in files if isinstance(f, units.FilePart)]
+    landing = tuple(f.file if isinstance(f, units.FilePart) else f for f in files)
+    scan = sources.scan_landing(sources.LandingFiles(root, landing), layer.source, project.storage)
+    source = scan.frame
+    if parts:  # row groups of one Parquet file (a unit of its own): polars reads only those
+        if len(files) != 1:
+            raise ValueError("a unit with part of a file holds nothing else")
+        source = source.slice(parts[0].offset, parts[0].rows)
+    frame = with_ingestion_times(source, {f.name: from_micros(file_times[f.name]) for f in files}, started_at)
     have = frame.collect_schema()
     frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in columns.items()
                                if name not in have).select(list(columns))

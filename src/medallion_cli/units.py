@@ -58,22 +58,97 @@ def estimated_bytes(file: LandingFile) -> int:
     return int(file.size * factor)
 
 
-def plan_units(files: Sequence[LandingFile], *, budget_mb: int, max_files: int | None = None) -> list[list[LandingFile]]:
+@dataclass(frozen=True)
+class FilePart:
+    """Consecutive row groups ``[first, stop)`` of one Parquet landing file: its rows
+    ``[offset, offset + rows)``. A unit of its own; it has its file's ``name`` (so its
+    ``_source_file`` and ``_ingested_at`` are the whole file's)."""
+
+    file: LandingFile
+    first: int
+    stop: int
+    offset: int
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+
+def parquet_row_groups(file: LandingFile, storage: Storage | None = None) -> list[tuple[int, int]] | None:
+    """``(rows, compressed bytes)`` of each row group of a Parquet landing file, from its
+    footer (an ``s3://`` file through the project's storage), or None when it cannot be
+    read (the file is then read whole, and its read says what is wrong)."""
+    import pyarrow.parquet as pq
+
+    def read() -> Any:
+        if is_remote(file.path):
+            with (storage or Storage()).fs(file.path).open(file.path, "rb") as handle:
+                return pq.ParquetFile(handle).metadata
+        return pq.ParquetFile(file.path).metadata
+
+    try:
+        meta = (storage or Storage()).call(read, what=f"reading the footer of {file.name}", uri=file.path) \
+            if is_remote(file.path) else read()
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by its read, as without units
+        return None
+    if meta is None:
+        return None
+    groups = []
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        groups.append((group.num_rows, sum(group.column(j).total_compressed_size for j in range(group.num_columns))))
+    return groups
+
+
+def split_row_groups(file: LandingFile, groups: Sequence[tuple[int, int]], budget: float) -> list[FilePart]:
+    """Consecutive row-group ranges of ``file`` whose working set fits ``budget`` bytes (each
+    row group costs the file's estimate in proportion to its compressed size; one row
+    group over the budget is a part of its own)."""
+    total = sum(size for _rows, size in groups) or 1
+    cost_per_byte = estimated_bytes(file) * WORKING_SET / total
+    parts: list[FilePart] = []
+    first = offset = rows = 0
+    used = 0.0
+    for i, (n, size) in enumerate(groups):
+        cost = size * cost_per_byte
+        if i > first and used + cost > budget:
+            parts.append(FilePart(file, first, i, offset, rows))
+            first, offset, rows, used = i, offset + rows, 0, 0.0
+        rows += n
+        used += cost
+    parts.append(FilePart(file, first, len(groups), offset, rows))
+    return parts
+
+
+def plan_units(files: Sequence[LandingFile], *, budget_mb: int, max_files: int | None = None,
+               row_groups: Callable[[LandingFile], Sequence[tuple[int, int]] | None] | None = None,
+               ) -> list[list[LandingFile | FilePart]]:
     """Split ``files`` into consecutive units of at most ``max_files`` files whose working
     set (:func:`estimated_bytes` times :data:`WORKING_SET`) fits ``budget_mb``.
 
     Every file is in exactly one unit and the order is kept: given in the order the
     one-unit scan reads them (``LayerPlan.file_order``), the units' rows, concatenated,
     are in the one-unit order, so that whatever downstream breaks ties by row order does
-    the same. A file too big for the budget alone is a unit of its own (splitting one file
-    by row groups is not done yet).
+    the same. A file too big for the budget alone is a unit of its own, or, for a Parquet
+    file with several row groups (``row_groups(file)``: rows and compressed bytes of each,
+    :func:`parquet_row_groups`), several units of one :class:`FilePart` each, in row order.
+    CSV and JSON lines files are never split.
     """
     budget = budget_mb * MB
-    units: list[list[LandingFile]] = []
-    current: list[LandingFile] = []
+    units: list[list[LandingFile | FilePart]] = []
+    current: list[LandingFile | FilePart] = []
     used = 0.0
     for file in files:
         cost = estimated_bytes(file) * WORKING_SET
+        if cost > budget and file.format == "parquet" and row_groups is not None:
+            groups = row_groups(file)
+            if groups is not None and len(groups) > 1:
+                if current:
+                    units.append(current)
+                    current, used = [], 0.0
+                units.extend([part] for part in split_row_groups(file, groups, budget))
+                continue
         full = max_files is not None and len(current) >= max_files
         if current and (full or used + cost > budget):
             units.append(current)
