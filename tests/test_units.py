@@ -506,3 +506,19 @@ def test_a_big_parquet_file_splits_into_row_group_units(project, tmp_path, clock
     r = medallion("watermark", "show", "bronze_events", "-C", split, "--json")
     assert r.exit_code == 0, r
     assert json.loads(r.stdout)["watermarks"][0]["files_ingested"] == files
+
+
+def test_row_groups_of_an_s3_landing_file_are_read_from_its_footer(s3, tmp_path):
+    from medallion_cli.storage import Storage
+
+    path = tmp_path / "big.parquet"
+    pl.DataFrame({"x": range(1000)}).write_parquet(path, row_group_size=300)
+    s3.client().put_object(Bucket="lake-bucket", Key="incoming/big.parquet", Body=path.read_bytes())
+    local = LandingFile(path=str(path), name="big.parquet", format="parquet", size=path.stat().st_size, mtime_ns=0)
+    remote = LandingFile(path="s3://lake-bucket/incoming/big.parquet", name="big.parquet", format="parquet",
+                         size=local.size, mtime_ns=0)
+    groups = units.parquet_row_groups(remote, Storage.resolve())
+    assert groups == units.parquet_row_groups(local) and [rows for rows, _size in groups] == [300, 300, 300, 100]
+    gone = LandingFile(path="s3://lake-bucket/incoming/gone.parquet", name="gone.parquet", format="parquet",
+                       size=1, mtime_ns=0)
+    assert units.parquet_row_groups(gone, Storage.resolve()) is None  # read whole: its read reports it

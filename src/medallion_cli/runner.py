@@ -886,6 +886,7 @@ def compute_unit(project: Project, fp_project: Any, layer: LayerConfig, files: S
                  diagnose: Callable[[], None] = lambda: None) -> tuple[Any, int, int, list[str]]:
     """One work unit's output: its landing ``files`` read (with the ingestion times the plan
     gave them and the whole batch's ``columns``), the layer's DAG run on them and collected.
+    A unit of one :class:`units.FilePart` reads only those row groups of its Parquet file.
 
     Returns the frame, its source row count, the DAG attempts and retry warnings. Called on
     the driver (local engine) or in a worker (``engines``): it needs only picklable values
