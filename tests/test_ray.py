@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 from deltalake import DeltaTable
@@ -524,3 +525,24 @@ def test_task_timeout_s_counts_each_attempt_from_its_start_not_its_time_in_the_q
     assert elapsed > 15, elapsed  # the last units waited longer than the timeout before they started
     assert layer(doc, "bronze_events")["metrics"]["units"] == 10
     assert_same_as(local, remote)
+
+
+@needs_ray
+def test_ray_units_of_row_groups_give_the_one_unit_table(project, tmp_path, clock, local_ray, monkeypatch):
+    from test_units import big_parquet, budget
+
+    from medallion_cli import units
+
+    stream = EventStream(seed=13)
+    land(project, stream, 1, n=40)
+    groups = big_parquet(project, stream, 200, 60)
+    one = tmp_path / "one"
+    shutil.copytree(project, one)
+    run(clock, one, "bronze_events", at=T0)  # the default budget: one unit
+    monkeypatch.setattr(units, "WORKING_SET", 1e6)  # the driver plans: each row group a unit
+    budget(project, 64)
+    doc = run(clock, project, "bronze_events", "--engine", "ray", at=T0)
+    assert groups > 1 and layer(doc, "bronze_events")["metrics"]["units"] == 4 + groups  # 4 small files whole
+    assert_frame_equal(pl.read_delta(str(project / "lake" / "bronze_events")),
+                       pl.read_delta(str(one / "lake" / "bronze_events")))
+    assert commit_info(one, "bronze_events") == commit_info(project, "bronze_events")

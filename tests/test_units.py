@@ -464,7 +464,7 @@ def test_plan_units_splits_a_big_parquet_file_by_row_groups():
     groups = {"big.parquet": [(100, 40 * mb)] * 9 + [(7, 40 * mb)], "big.csv": [(1, 1)] * 3}
     split = plan_units([small[0], big, csv, small[1]], budget_mb=1024, row_groups=lambda f: groups.get(f.name))
     # 40 MB of Parquet is ~600 MB of working set: one row group per 1 GiB unit; a CSV file stays whole
-    assert [[getattr(p, "name") for p in u] for u in split] == [["s0.parquet"]] + [["big.parquet"]] * 10 + [
+    assert [[p.name for p in u] for u in split] == [["s0.parquet"]] + [["big.parquet"]] * 10 + [
         ["big.csv"], ["s1.parquet"]]
     parts = [u[0] for u in split[1:11]]
     assert all(isinstance(p, units.FilePart) and p.file == big for p in parts)
