@@ -522,3 +522,43 @@ def test_row_groups_of_an_s3_landing_file_are_read_from_its_footer(s3, tmp_path)
     gone = LandingFile(path="s3://lake-bucket/incoming/gone.parquet", name="gone.parquet", format="parquet",
                        size=1, mtime_ns=0)
     assert units.parquet_row_groups(gone, Storage.resolve()) is None  # read whole: its read reports it
+
+
+def test_a_row_group_unit_reads_only_its_row_groups(project):
+    """The unit's slice reaches the Parquet reader: with the first row group's pages
+    destroyed, the whole file cannot be read, a unit of the later row groups can."""
+    import pyarrow.parquet as pq
+
+    from medallion_cli import sources
+    from medallion_cli.flow import load_flowerpower
+    from medallion_cli.incremental import with_ingestion_times
+    from medallion_cli.project import load_project
+
+    stream = EventStream(seed=17)
+    big_parquet(project, stream, 200, 50)
+    path = project / "data" / "landing" / "events" / "big.parquet"
+    clean = pl.read_parquet(path)
+    meta = pq.ParquetFile(path).metadata
+    first = meta.row_group(0)
+    chunks = [first.column(j) for j in range(first.num_columns)]
+    begins = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in chunks]
+    start, end = min(begins), max(b + c.total_compressed_size for b, c in zip(begins, chunks))
+    data = bytearray(path.read_bytes())
+    data[start:end] = b"\xab" * (end - start)
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception):
+        pl.read_parquet(path)
+
+    proj = load_project(project)
+    bronze = proj.layer("bronze_events")
+    file = next(f for f in sources.list_landing(str(path.parent)).files if f.name == "big.parquet")
+    part = units.split_row_groups(file, [(meta.row_group(i).num_rows, 1) for i in range(meta.num_row_groups)],
+                                  budget=0)[1]
+    assert part.first == 1 and part.offset == first.num_rows
+    columns = with_ingestion_times(sources.scan_landing(sources.LandingFiles(str(path.parent), (file,)),
+                                                        bronze.source, proj.storage).frame, {}, T0).collect_schema()
+    df, rows_in, _tries, _warnings = runner.compute_unit(
+        proj, load_flowerpower(proj.root), bronze, [part], columns=columns, file_times={"big.parquet": 0},
+        started_at=T0, inputs={"run_id": "r", "run_started_at": T0}, executor=None)
+    assert rows_in == part.rows == meta.row_group(1).num_rows
+    assert df["event_id"].to_list() == clean["event_id"][part.offset:part.offset + part.rows].to_list()
