@@ -78,7 +78,7 @@ UNIT_POINTS = ("bronze_events:unit_written", "bronze_events:units_written", "bro
                "bronze_events:recorded")
 PARTS = {"named-1": [("point", p) for p in NAMED[: len(NAMED) // 2]],
          "named-2": [("point", p) for p in NAMED[len(NAMED) // 2:]],
-         "timed": [("timed", None)] * TIMED,
+         "timed": [("timed", None)] * (3 * TIMED),  # up to: stops once TIMED kills landed
          "units": [("point", p) for p in UNIT_POINTS] + [("timed", None)] * 3}
 
 
@@ -133,12 +133,17 @@ def test_killed_runs_recover_exactly(project, tmp_path, part):
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(0.4, 0.95) * duration)  # start-up is the first ~1.5 s
             proc.kill()
-            killed_timed += proc.wait() == -9
+            if proc.wait() == -9:
+                killed_timed += 1
+            else:  # the run had finished: runs are faster now than the first (the machine's load moves)
+                duration *= 0.8
         r = medallion("run", "all", "-C", project, "-q")
         assert r.exit_code == 0, (kind, point, r)
         assert_same(project, twin)
+        if kind == "timed" and killed_timed >= TIMED:
+            break
     if part == "timed":
-        assert killed_timed >= 5  # most timed kills hit a running process
+        assert killed_timed >= TIMED // 2  # the timed kills hit running processes, not finished ones
     if part == "units":  # the units really ran: the last batch's commit adds one file per unit
         import json
 
