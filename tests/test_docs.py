@@ -288,6 +288,9 @@ def test_runs_and_quality_pages(browser, site, tmp_path):
     assert page.locator("table.runs").inner_text().count("succeeded") == 2
     assert page.locator(".tablecharts .chart svg").count() == 2 * len(TEMPLATE_TABLES)  # duration and rows per table
     assert "SyntaxError" in page.locator("main").inner_text()  # the failed run's error
+    # the per-table matrix has a column per run, told apart although the runs share a minute
+    heads = page.locator("table.matrix").first.locator("thead th").all_text_contents()[1:]
+    assert len(heads) == 3 and len(set(heads)) == 3, heads
     page.get_by_role("link", name="Quality").click()
     page.wait_for_url("**/quality.html")
     page.screenshot(path=str(tmp_path / "quality.png"), full_page=True)

@@ -486,7 +486,8 @@ def runs_page(catalog: dict[str, Any]) -> str:
             cells.append(f'<span class="badge" style="background:{fill};border-color:{stroke}" '
                          f'title="{escape(found["status"])}">{escape(_dur(found["duration_s"]))}</span>')
         rows.append(cells)
-    body.append(_grid(["table"] + [r["started_at"][5:16].replace("T", " ") for r in recent], rows, cls="grid matrix"))
+    # to the second: runs started in the same minute get distinct columns
+    body.append(_grid(["table"] + [r["started_at"][5:19].replace("T", " ") for r in recent], rows, cls="grid matrix"))
     body.append('<h2>Duration and rows over time</h2><div class="tablecharts">')
     for t in catalog["tables"]:
         series = [(r["started_at"], x) for r in reversed(runs) for x in r["tables"] if x["table"] == t["table"]]
