@@ -219,15 +219,21 @@ def latest_per_key(df: pl.DataFrame, target: TargetConfig) -> pl.DataFrame:
     import polars as pl
 
     key = pl.struct(list(target.keys))
-    # The cheap test (a fifth of an exact n_unique): equal keys hash equal, so as many
-    # distinct hashes as rows proves the keys unique; a collision only costs the sort.
-    if df.select(key.hash().n_unique()).item() == df.height:
+    # Hashing the keys is several times cheaper than comparing them (strings): rows whose
+    # key hash occurs once hold a unique key and are kept as they are; only the rest, a
+    # superset of the duplicated keys (a collision only adds rows), is sorted exactly.
+    suspects = df.select(key.hash().is_duplicated()).to_series()
+    if not suspects.any():
         return df
     if target.order_by:
-        return df.sort(list(target.order_by), maintain_order=True, nulls_last=False).unique(
+        rows = df.with_row_index("__row").filter(suspects)
+        winners = rows.sort(list(target.order_by), maintain_order=True, nulls_last=False).unique(
             subset=list(target.keys), keep="last", maintain_order=True
-        )
-    dupes = df.select(key.is_duplicated().sum()).item()
+        )["__row"]
+        return df.filter(~suspects | pl.int_range(pl.len(), dtype=pl.UInt32).is_in(winners.implode()))
+    dupes = df.filter(suspects).select(key.is_duplicated().sum()).item()
+    if not dupes:
+        return df
     raise MaterializeError(
         f"{dupes} rows of the output share a key ({', '.join(target.keys)}); a MERGE needs unique keys",
         hint="de-duplicate on the key in the pipeline, or set `order_by:` in the target so the newest version wins",
