@@ -239,20 +239,15 @@ def row_keys(rows: pl.DataFrame) -> pl.Series:
     :data:`PER_INGESTION_COLUMNS` excluded; ``_source_file`` kept, so equal rows in two
     files are two rows).
 
-    Computed in Python from the values' text, so it does not change between polars
-    versions (polars' own row hash may). Only invalid rows are hashed.
+    Defined on the values' JSON text (:mod:`medallion_cli.rowkeys`), so it does not change
+    between polars versions (polars' own row hash may). Only invalid rows are hashed.
     """
-    import hashlib
-    import json
-
     import polars as pl
 
+    from medallion_cli import rowkeys
+
     columns = [c for c in rows.columns if c != ERRORS_COLUMN and c not in PER_INGESTION_COLUMNS]
-    keys = [
-        hashlib.sha256(json.dumps(list(values), default=str).encode()).hexdigest()
-        for values in rows.select(columns).iter_rows()
-    ]
-    return pl.Series(ROW_KEY, keys, dtype=pl.String)
+    return pl.Series(ROW_KEY, rowkeys.row_keys(rows.select(columns)), dtype=pl.String)
 
 
 def write_quarantine(
