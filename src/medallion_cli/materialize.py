@@ -219,18 +219,22 @@ def latest_per_key(df: pl.DataFrame, target: TargetConfig) -> pl.DataFrame:
     import polars as pl
 
     key = pl.struct(list(target.keys))
+    order = list(target.order_by)
     # Hashing the keys is several times cheaper than comparing them (strings): rows whose
-    # key hash occurs once hold a unique key and are kept as they are; only the rest, a
-    # superset of the duplicated keys (a collision only adds rows), is sorted exactly.
+    # key hash occurs once hold a unique key; only the rest, a superset of the duplicated
+    # keys (a collision only adds rows), is de-duplicated exactly.
     suspects = df.select(key.hash().is_duplicated()).to_series()
     if not suspects.any():
-        return df
-    if target.order_by:
+        return df.sort(order, maintain_order=True, nulls_last=False) if order else df
+    if order:
         rows = df.with_row_index("__row").filter(suspects)
-        winners = rows.sort(list(target.order_by), maintain_order=True, nulls_last=False).unique(
+        winners = rows.sort(order, maintain_order=True, nulls_last=False).unique(
             subset=list(target.keys), keep="last", maintain_order=True
         )["__row"]
-        return df.filter(~suspects | pl.int_range(pl.len(), dtype=pl.UInt32).is_in(winners.implode()))
+        kept = df.filter(~suspects | pl.int_range(pl.len(), dtype=pl.UInt32).is_in(winners.implode()))
+        # Written in order_by order (usually time), which keeps the files' min/max ranges
+        # narrow: readers of a time range (gold's range units) skip most files.
+        return kept.sort(order, maintain_order=True, nulls_last=False)
     dupes = df.filter(suspects).select(key.is_duplicated().sum()).item()
     if not dupes:
         return df
