@@ -288,7 +288,7 @@ def test_runs_and_quality_pages(browser, site, tmp_path):
     assert page.locator("table.runs").inner_text().count("succeeded") == 2
     assert page.locator(".tablecharts .chart svg").count() == 2 * len(TEMPLATE_TABLES)  # duration and rows per table
     assert "SyntaxError" in page.locator("main").inner_text()  # the failed run's error
-    # the per-table matrix has a column per run, told apart although the runs share a minute
+    # the per-table matrix has a column per run, told apart although the runs may share a second
     heads = page.locator("table.matrix").first.locator("thead th").all_text_contents()[1:]
     assert len(heads) == 3 and len(set(heads)) == 3, heads
     page.get_by_role("link", name="Quality").click()
@@ -410,3 +410,13 @@ def test_run_documents_read_at_once_equal_show(history_project):
     assert [d["run_id"] for d in docs] == [r["run_id"] for r in records.list(limit=None)]
     assert docs == [records.show(d["run_id"]) for d in docs] and len(docs) == 3
     assert [d["run_id"] for d in records.documents(limit=1)] == [docs[0]["run_id"]]
+
+
+def test_run_columns_are_told_apart_within_one_second():
+    from medallion_cli.docsite.render import _run_heads
+
+    runs = [{"started_at": "2026-11-29T15:08:58.1Z", "run_id": "20261129T150858Z-aaaaaa"},
+            {"started_at": "2026-11-29T15:08:59.2Z", "run_id": "20261129T150859Z-bbbbbb"},
+            {"started_at": "2026-11-29T15:08:59.7Z", "run_id": "20261129T150859Z-cccccc"}]
+    assert _run_heads(runs, year=False) == ["11-29 15:08:58", "11-29 15:08:59 · bbbbbb", "11-29 15:08:59 · cccccc"]
+    assert _run_heads(runs[:1]) == ["2026-11-29 15:08:58"]

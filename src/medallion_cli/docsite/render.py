@@ -89,6 +89,17 @@ def table_file(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".html"
 
 
+def _run_heads(entries: list[dict], *, year: bool = True) -> list[str]:
+    """Column heads for runs: when each started, to the second, and where runs share that
+    second, the end of their run id too, so that every column is told apart."""
+    from collections import Counter
+
+    labels = [e["started_at"][0 if year else 5:19].replace("T", " ") for e in entries]
+    repeated = Counter(labels)
+    return [f"{label} · {e['run_id'][-6:]}" if repeated[label] > 1 and e.get("run_id") else label
+            for label, e in zip(labels, entries, strict=True)]
+
+
 def _time(value: str | None) -> str:
     if not value:
         return "—"
@@ -373,7 +384,7 @@ def _quality_section(t: dict[str, Any], *, depth: int) -> str:
         recent = history[-12:]
         rows = [[escape(c)] + [_num(_check_rows(h, c)) for h in recent] for c in checks]
         rows.append(["<b>invalid rows</b>"] + [_num(h["rows_invalid"]) for h in recent])
-        parts.append(_grid(["check"] + [h["started_at"][:19].replace("T", " ") for h in recent], rows,
+        parts.append(_grid(["check"] + _run_heads(recent), rows,
                            numeric=set(range(1, len(recent) + 1)), cls="grid matrix checks"))
     q = t.get("quarantine")
     if q:
@@ -486,8 +497,7 @@ def runs_page(catalog: dict[str, Any]) -> str:
             cells.append(f'<span class="badge" style="background:{fill};border-color:{stroke}" '
                          f'title="{escape(found["status"])}">{escape(_dur(found["duration_s"]))}</span>')
         rows.append(cells)
-    # to the second: runs started in the same minute get distinct columns
-    body.append(_grid(["table"] + [r["started_at"][5:19].replace("T", " ") for r in recent], rows, cls="grid matrix"))
+    body.append(_grid(["table"] + _run_heads(recent, year=False), rows, cls="grid matrix"))
     body.append('<h2>Duration and rows over time</h2><div class="tablecharts">')
     for t in catalog["tables"]:
         series = [(r["started_at"], x) for r in reversed(runs) for x in r["tables"] if x["table"] == t["table"]]
@@ -543,6 +553,6 @@ def quality_page(catalog: dict[str, Any]) -> str:
         rows = [[escape(c)] + [_num(_check_rows(h, c)) for h in recent] for c in _check_names(history)]
         rows.append(["<b>invalid rows</b>"] + [_num(h["rows_invalid"]) for h in recent])
         rows.append(["rows checked"] + [_num(h["rows_checked"]) for h in recent])
-        body.append(_grid(["check"] + [h["started_at"][:19].replace("T", " ") for h in recent], rows,
+        body.append(_grid(["check"] + _run_heads(recent), rows,
                           numeric=set(range(1, len(recent) + 1)), cls="grid matrix checks"))
     return page(catalog, "Quality", "".join(body), active="quality")
