@@ -151,7 +151,7 @@ def test_the_one_pass_split_gives_what_scanning_per_bucket_gives(template_projec
     real_split = keyunits.split_source
 
     def counted(*args, **kwargs):
-        calls.append(args[2])
+        calls.append((args[2], args[4]))
         return real_split(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -161,6 +161,8 @@ def test_the_one_pass_split_gives_what_scanning_per_bucket_gives(template_projec
             land(one, events, people, 1)
             copy_landing(one, split)
             copy_landing(one, scanned)
+            if i == 1:  # the second batch's split is compressed, as a big source's is
+                mp.setattr(keyunits, "SPLIT_RAW_MAX_BYTES", 0)
             for p in (one, split):
                 run(now, p, "all", at=T0 + timedelta(hours=i))
             with pytest.MonkeyPatch.context() as off:
@@ -168,7 +170,8 @@ def test_the_one_pass_split_gives_what_scanning_per_bucket_gives(template_projec
                 run(now, scanned, "all", at=T0 + timedelta(hours=i))
             assert_same_lakes(one, split)
             assert_same_lakes(one, scanned)
-    assert calls == [64, 64, 64, 64]  # two silver tables, two runs: the split project only
+    # two silver tables, two runs: the split project only
+    assert calls == [(64, "uncompressed")] * 2 + [(64, "lz4")] * 2
     assert not list((split / ".medallion").rglob("*.ipc"))  # the split source is removed
 
 

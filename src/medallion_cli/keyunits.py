@@ -404,16 +404,23 @@ def compute_bucket(fp_project: Any, project: Project, layer: LayerConfig, job: B
 # them split into Arrow IPC files about 6 s.
 PRESPLIT_MIN_BUCKETS = 4
 SPLIT_COLUMN = "__medallion_bucket"
+# A split source up to this size (estimated, in memory) is written uncompressed: at 5M
+# events (620 MiB on disk) the split and the buckets' reads then take 0.85 s against
+# 1.15-1.4 s with lz4. Bigger ones are compressed, which keeps the staging disk at about
+# three times the source's Parquet size.
+SPLIT_RAW_MAX_BYTES = 2 << 30
 
 
-def split_source(source: pl.LazyFrame, keys: tuple[str, ...], buckets: int, folder: Path) -> str:
+def split_source(source: pl.LazyFrame, keys: tuple[str, ...], buckets: int, folder: Path,
+                 compression: str = "lz4") -> str:
     """Write ``source`` once, streamed, into ``folder/<SPLIT_COLUMN>=<b>/*.ipc`` (Arrow IPC,
-    lz4): a bucket's rows in the order the source gives them, so that reading a bucket's
-    files gives what filtering the source to it gives. Returns the folder."""
+    ``compression`` lz4 or uncompressed): a bucket's rows in the order the source gives them,
+    so that reading a bucket's files gives what filtering the source to it gives. Returns
+    the folder."""
     import polars as pl
 
     key = bucket_expr(keys, buckets).alias(SPLIT_COLUMN)
-    source.sink_ipc(pl.PartitionBy(str(folder), key=key, include_key=False), compression="lz4", mkdir=True,
+    source.sink_ipc(pl.PartitionBy(str(folder), key=key, include_key=False), compression=compression, mkdir=True,
                     maintain_order=True)
     return str(folder)
 
@@ -458,8 +465,8 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     check_source_keys(layer, plan.source.collect_schema())
     rows_in = runner.count_rows(project, plan) or 0  # one streamed count (a bad landing file is named)
     spec = layer.partition.buckets
-    n = spec if isinstance(spec, int) else auto_buckets(rows_in, source_row_bytes(project, layer, plan),
-                                                       project.memory_budget_mb)
+    row_bytes = source_row_bytes(project, layer, plan)
+    n = spec if isinstance(spec, int) else auto_buckets(rows_in, row_bytes, project.memory_budget_mb)
     if n <= 1:
         return None
 
@@ -482,7 +489,8 @@ def run(ctx: Any, layer: LayerConfig, plan: Any, inputs: dict[str, Any], uri: st
     presplit = None
     if not on_ray and n >= PRESPLIT_MIN_BUCKETS:  # Ray tasks each scan their slice (other machines)
         try:
-            presplit = split_source(plan.source, target.keys, n, Path(staging.dir) / "source")
+            compression = "uncompressed" if rows_in * row_bytes <= SPLIT_RAW_MAX_BYTES else "lz4"
+            presplit = split_source(plan.source, target.keys, n, Path(staging.dir) / "source", compression)
         except BaseException:
             staging.remove()
             raise
