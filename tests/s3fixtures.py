@@ -93,16 +93,21 @@ class FaultProxy:
     ``lose_commit_acks``: the first N PUTs of a Delta commit (``_delta_log/<version>.json``)
     reach ``target`` and are stored, then their reply is lost: ``lose="close"`` closes the
     connection without answering, ``lose="503"`` answers 503 instead of the store's 200.
+    ``fail_puts_matching``: a regular expression; the first ``fail_puts`` PUTs whose path
+    matches it get S3's 409 OperationAborted ("try again"), which botocore and s3fs pass
+    on at once (they retry 5xx themselves), so each one reaches medallion's retry loop.
     Runs in its own process (see MotoS3 for why); ``stats()`` reads its counters.
     """
 
-    def __init__(self, target: str, fail_first: int = 0, *, lose_commit_acks: int = 0, lose: str = "close") -> None:
+    def __init__(self, target: str, fail_first: int = 0, *, lose_commit_acks: int = 0, lose: str = "close",
+                 fail_puts_matching: str = "", fail_puts: int = 0) -> None:
         import subprocess
         import sys
 
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, __file__, target, str(fail_first), str(port), str(lose_commit_acks), lose],
+        self.proc = subprocess.Popen([sys.executable, __file__, target, str(fail_first), str(port), str(lose_commit_acks), lose,
+                                      fail_puts_matching, str(fail_puts)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(f"{self.endpoint}/__stats", self.proc)
 
@@ -117,12 +122,14 @@ class FaultProxy:
         self.proc.wait(timeout=10)
 
 
-def _serve(target_url: str, fail_first: int, port: int, lose_commit_acks: int = 0, lose: str = "close") -> None:
+def _serve(target_url: str, fail_first: int, port: int, lose_commit_acks: int = 0, lose: str = "close",
+           fail_puts_matching: str = "", fail_puts: int = 0) -> None:
     import json
     import re
 
     target = urlsplit(target_url)
-    state = {"seen": 0, "failed": 0, "commits": 0, "acks_lost": 0}
+    state = {"seen": 0, "failed": 0, "commits": 0, "acks_lost": 0, "puts_failed": 0}
+    matching = re.compile(fail_puts_matching) if fail_puts_matching else None
     commit = re.compile(r"/_delta_log/\d{20}\.json$")
     lock = threading.Lock()
 
@@ -148,8 +155,16 @@ def _serve(target_url: str, fail_first: int, port: int, lose_commit_acks: int = 
             with lock:
                 state["seen"] += 1
                 fail = state["failed"] < fail_first
+                aborted = False
                 if fail:
                     state["failed"] += 1
+                elif (matching is not None and self.command == "PUT" and state["puts_failed"] < fail_puts
+                      and matching.search(urlsplit(self.path).path)):
+                    aborted = True
+                    state["puts_failed"] += 1
+            if aborted:
+                return self._reply(409, b"<Error><Code>OperationAborted</Code><Message>A conflicting conditional "
+                                        b"operation is currently in progress. Please try again.</Message></Error>")
             if fail:
                 return self._reply(503, b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>")
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
@@ -190,4 +205,4 @@ def _serve(target_url: str, fail_first: int, port: int, lose_commit_acks: int = 
 if __name__ == "__main__":
     import sys
 
-    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *(int(sys.argv[4]), sys.argv[5]) if len(sys.argv) > 5 else ())
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], int(sys.argv[7]))

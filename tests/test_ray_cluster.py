@@ -160,6 +160,28 @@ def test_units_on_a_two_node_cluster_with_an_s3_lake_give_the_local_tables(clust
         assert SECRET.encode() not in path.read_bytes(), path
 
 
+def test_storage_faults_retried_in_the_workers_count_in_the_run_document(cluster, s3, tmp_path, clock, monkeypatch):
+    """The unit files' PUTs, made by the workers, first fail with S3's "try again": the
+    workers retry them, and the run document's ``storage_retries`` counts those retries
+    with the driver's own."""
+    from s3fixtures import FaultProxy
+
+    twins = s3_twins(tmp_path)
+    local = run(clock, twins["local"], "all", at=T0)
+    assert local["storage_retries"] == 0
+    proxy = FaultProxy(s3.endpoint, fail_puts_matching=r"/ray/lake/bronze_events/part-[^/]+\.parquet$", fail_puts=4)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        doc = run(clock, twins["ray"], "all", at=T0)
+        assert proxy.stats()["puts_failed"] == 4
+    finally:
+        proxy.stop()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    assert layer(doc, "bronze_events")["metrics"]["units"] == 3
+    assert doc["storage_retries"] == 4, doc["storage_retries"]  # one per refused PUT, none by the driver
+    assert_same(s3, twins)
+
+
 def test_units_read_their_landing_files_from_s3_on_the_cluster(cluster, s3, tmp_path, clock):
     """Landing files on S3 too: a worker needs nothing from the driver's disk but the code."""
     import s3fs

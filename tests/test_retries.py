@@ -37,6 +37,26 @@ def test_storage_retries_transient_faults_and_counts_them():
     assert fn.calls == 4 and storage.retries == 3
 
 
+@pytest.mark.parametrize("code", ["SlowDown", "ServiceUnavailable", "InternalError", "503", "500"])
+def test_s3fs_throttling_and_server_errors_are_transient(code):
+    """s3fs turns these S3 replies into OSError(EBUSY or EREMOTEIO, the server's message),
+    whose text names no status: they are retried all the same (a Ray worker's unit file
+    PUT that got SlowDown used to fail the run as "unexpected OSError")."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from medallion_cli.storage import is_transient
+
+    reply = {"Error": {"Code": code, "Message": "Please reduce your request rate."}}
+    exc = translate_boto_error(ClientError(reply, "PutObject"))
+    assert isinstance(exc, OSError) and is_transient(exc), repr(exc)
+    storage = Storage(retry=FAST)
+    fn = Flaky(2, exc)
+    assert storage.call(fn, what="writing x") == "ok" and storage.retries == 2
+    denied = translate_boto_error(ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject"))
+    assert not is_transient(denied)
+
+
 def test_storage_gives_up_after_max_attempts():
     storage = Storage(retry=FAST)
     fn = Flaky(10, OSError("HTTP status 503 Service Unavailable"))

@@ -232,12 +232,12 @@ def _hook(layer: Any, point: str) -> None:
 
 
 def _unit_task(work: Any, common: tuple[Any, ...], index: int, unit: Any, hooks: dict[str, str], clock: Any = None
-               ) -> tuple[Any, int, list[str], str]:
+               ) -> tuple[Any, int, list[str], str, int]:
     """One unit in a Ray worker: ``work(fp_project, project, layer, shared, index, unit)``
     computes it and writes its file. Returns (its output, attempts, retry warnings, the node
-    it ran on). ``common``: ``(project, layer, shared)``, the same for every unit of the
-    table. ``clock``: the run's :class:`_Clock` actor (with a task timeout), told when this
-    attempt starts."""
+    it ran on, the transient storage faults it retried). ``common``: ``(project, layer,
+    shared)``, the same for every unit of the table. ``clock``: the run's :class:`_Clock`
+    actor (with a task timeout), told when this attempt starts."""
     import ray
 
     from medallion_cli.flow import load_flowerpower
@@ -252,9 +252,12 @@ def _unit_task(work: Any, common: tuple[Any, ...], index: int, unit: Any, hooks:
         sys.path.insert(0, root)
     if root not in _FP:
         _FP[root] = load_flowerpower(project.root)
+    storage = project.storage
+    before = storage.retries if storage is not None else 0
     out, tries, retried = work(_FP[root], project, layer, shared, index, unit)
     _hook(layer, "unit_file_written")  # the file is written, the driver has not heard of it
-    return out, tries, retried, ray.get_runtime_context().get_node_id()
+    storage_retries = (storage.retries - before) if storage is not None else 0
+    return out, tries, retried, ray.get_runtime_context().get_node_id(), storage_retries
 
 
 def files_unit(fp_project: Any, project: Any, layer: Any, shared: tuple[Any, ...], index: int, files: list[Any]
@@ -337,7 +340,7 @@ def run_tasks(engine: EngineConfig, project: Any, layer: Any, work: Any, shared:
             if clock is not None:
                 _wait_or_cancel(ray, refs, index, clock, engine.task_timeout_s)
             try:
-                out, tries, retried, node = ray.get(ref)
+                out, tries, retried, node, storage_retries = ray.get(ref)
             except ray.exceptions.RayTaskError as err:
                 cause = getattr(err, "cause", None)
                 if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):
@@ -348,6 +351,8 @@ def run_tasks(engine: EngineConfig, project: Any, layer: Any, work: Any, shared:
                                     hint=f"the task ran {engine.max_retries + 1} time(s); nothing was committed") from err
             if placed is not None:
                 placed[index] = node
+            if storage_retries and project.storage is not None:  # the run document counts them
+                project.storage.retries += storage_retries
             yield out, tries, retried
     except _TimedOut as late:
         timed_out = True

@@ -9,6 +9,7 @@ secrets in anything medallion prints.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -142,12 +143,20 @@ _DETERMINISTIC = ("accessdenied", "access denied", " 403", "forbidden", "invalid
                   "notfound", " 404", "not found", "permission")
 
 
+# s3fs turns S3's SlowDown, ServiceUnavailable, OperationAborted and any 503 into
+# OSError(EBUSY, <the server's message>), InternalError and 500 into EREMOTEIO: the
+# message alone ("Please reduce your request rate.") says nothing of a status.
+_TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EREMOTEIO, errno.EAGAIN})
+
+
 def is_transient(exc: BaseException) -> bool:
     from deltalake.exceptions import CommitFailedError
 
     if isinstance(exc, CommitFailedError):
         return True
     if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
     text = f"{type(exc).__name__} {exc}".lower()
     if any(word in text for word in _DETERMINISTIC):
